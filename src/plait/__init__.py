@@ -1,0 +1,45 @@
+"""plait: a structured concurrency runtime for Python.
+
+This module only re-exports; the code lives in the private modules (see DESIGN.md).
+"""
+
+from __future__ import annotations
+
+from . import lowlevel as lowlevel
+from . import testing as testing
+from ._core._cancel import CancelScope as CancelScope
+from ._core._handles import Handle as Handle
+from ._core._handles import TimerHandle as TimerHandle
+from ._core._kernel import Loop as Loop
+from ._core._task import Task as Task
+from ._core._taskgroup import TASK_STATUS_IGNORED as TASK_STATUS_IGNORED
+from ._core._taskgroup import TaskGroup as TaskGroup
+from ._core._taskgroup import TaskStatus as TaskStatus
+from ._core._traps import checkpoint as checkpoint
+from ._exceptions import BrokenResourceError as BrokenResourceError
+from ._exceptions import BrokenWorkerError as BrokenWorkerError
+from ._exceptions import BusyResourceError as BusyResourceError
+from ._exceptions import Cancelled as Cancelled
+from ._exceptions import ClosedResourceError as ClosedResourceError
+from ._exceptions import Deadlock as Deadlock
+from ._exceptions import EndOfStream as EndOfStream
+from ._exceptions import WouldBlock as WouldBlock
+from ._gather import as_completed as as_completed
+from ._gather import coroutine as coroutine
+from ._gather import gather as gather
+from ._run import current_task as current_task
+from ._run import run as run
+from ._timeouts import current_time as current_time
+from ._timeouts import fail_after as fail_after
+from ._timeouts import fail_at as fail_at
+from ._timeouts import move_on_after as move_on_after
+from ._timeouts import move_on_at as move_on_at
+from ._timeouts import sleep as sleep
+from ._timeouts import sleep_forever as sleep_forever
+from ._timeouts import sleep_until as sleep_until
+
+for _obj in (Loop, Task, Handle, TimerHandle, TaskStatus, checkpoint):
+    _obj.__module__ = "plait"
+del _obj
+
+__version__ = "0.1.0.dev0"

@@ -1,0 +1,1 @@
+"""plait's microkernel: clocks, timers, the reactor, tasks, cancellation, the loop."""

@@ -1,0 +1,703 @@
+"""The loop: callbacks, timers, fd readiness, other threads, and the task kernel.
+
+Layer L3. This module is longer than the house norm because :meth:`Loop._run_once` and
+the task step it inlines are the hot path: splitting them into more functions costs a
+Python call per task step, which is most of what a checkpoint costs.
+
+Theory of operation. One iteration (``_run_once``):
+
+1. Decide how long the OS poll may block: 0 if anything is runnable; else until the
+   next timer, or until an idleness cushion (``wait_all_tasks_blocked``, MockClock
+   autojump) expires.
+2. Poll the reactor. Ready callback fds queue their handle; a task waiting on an fd is
+   rescheduled. Items other threads sent through the wake-up channel are queued.
+3. Fire due timers (a callback handle is queued; a sleeping task is rescheduled; a
+   cancel scope's deadline cancels it).
+4. If the poll was an idleness wait and nothing became runnable, wake the idle waiters
+   with the smallest cushion, or jump the mock clock to the next deadline.
+5. Run the callbacks that were ready at the start of this step, then the tasks that
+   were ready at the start of this step. Work made ready meanwhile waits for the next
+   iteration, so a task that checkpoints in a loop cannot starve timers or I/O.
+
+Tasks and callbacks are kept in two queues: a task step is inlined here (no handle per
+wake-up), a callback is a :class:`Handle`.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import heapq
+import itertools
+import logging
+import math
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+from .._exceptions import Cancelled
+from .._util import check_deadline, check_seconds, describe
+from ._cancel import CancelScope
+from ._clock import Clock, SystemClock
+from ._handles import Handle, TimerHandle
+from ._local import run_state
+from ._reactor import READABLE, WRITABLE, Reactor
+from ._spawn import coerce_coroutine
+from ._task import Task
+from ._timers import TimerQueue
+from ._traps import Abort, RaiseCancelT, _Park
+from ._wakeup import WakeupChannel
+
+__all__ = ["Loop"]
+
+logger = logging.getLogger("plait")
+
+ExceptionHandler = Callable[["Loop", dict[str, Any]], object]
+
+_WAKEUP = object()  # reactor marker for the wake-up channel's fd
+
+
+def _raise_cancel() -> Any:
+    raise Cancelled
+
+
+class _RootGroup:
+    """Owner of the main task and of system tasks; ends the run on a system crash."""
+
+    __slots__ = ("crashes", "loop", "system")
+
+    def __init__(self, loop: Loop, system: bool) -> None:
+        self.loop = loop
+        self.system = system
+        self.crashes: list[BaseException] = []
+
+    def _kernel_child_exited(self, task: Task, exc: BaseException | None) -> None:
+        if exc is None or not self.system:
+            return
+        loop = self.loop
+        assert loop._system_scope is not None and loop._root_scope is not None
+        if isinstance(exc, Cancelled) and loop._system_scope._eff:
+            return
+        self.crashes.append(exc)
+        loop._root_scope.cancel()
+
+
+class _AsyncioGuard:
+    """Stands in for asyncio's running loop inside ``plait.run``, so asyncio calls fail
+    with an error that says what to do instead of "no running event loop"."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise RuntimeError(
+            f"asyncio was used inside plait.run() (asyncio loop method {name!r}): plait's "
+            "loop is not an asyncio event loop. Use plait's own primitives (plait.sleep, "
+            "plait.Event, plait.TaskGroup, ...), or run asyncio code through plait.aio."
+        )
+
+    def __repr__(self) -> str:
+        return "<plait: asyncio is not available inside plait.run()>"
+
+
+def _default_exception_handler(loop: Loop, context: dict[str, Any]) -> None:
+    exc = context.get("exception")
+    logger.error(
+        "%s",
+        context.get("message", "Unhandled error in a plait callback"),
+        exc_info=(type(exc), exc, exc.__traceback__) if exc is not None else None,
+    )
+
+
+class Loop:
+    """plait's event loop: callbacks, timers, fd readiness and thread-safe calls.
+
+    It is usable on its own, without coroutines (``call_soon``, ``call_later``,
+    ``add_reader`` ... then ``run()``), and it is the kernel that ``plait.run`` drives.
+    A callback that raises is reported to the exception handler and the loop goes on.
+    Only ``call_soon_threadsafe`` may be called from other threads.
+    """
+
+    def __init__(self, *, clock: Clock | None = None) -> None:
+        if clock is None:
+            clock = SystemClock()
+        elif not isinstance(clock, Clock):
+            raise TypeError(
+                f"clock must be a plait clock (plait.testing.MockClock or a "
+                f"plait.lowlevel.Clock subclass), got {describe(clock)}"
+            )
+        self._clock = clock
+        self._ready: deque[Handle] = deque()
+        self._runq: deque[Task] = deque()
+        self._timers = TimerQueue()
+        self._reactor = Reactor()
+        self._wakeup = WakeupChannel()
+        self._reactor.set(self._wakeup.fileno(), READABLE, _WAKEUP)
+        self._current_task: Task | None = None
+        # Invariant: _ntasks == number of tasks spawned and not yet exited.
+        self._ntasks = 0
+        # fds with a callback reader/writer, and outside work (threads, ...) in flight.
+        self._nfd_callbacks = 0
+        self._keepalive = 0
+        self._idle_waiters: list[list[Any]] = []
+        self._idle_seq = itertools.count()
+        self._exception_handler: ExceptionHandler | None = None
+        self._stopping = False
+        self._running = False
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._root_scope: CancelScope | None = None
+        self._system_scope: CancelScope | None = None
+        self._system_group: _RootGroup | None = None
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("running" if self._running else "idle")
+        return f"<plait.Loop {state} tasks={self._ntasks} clock={self._clock!r}>"
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def __enter__(self) -> Loop:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def is_running(self) -> bool:
+        return self._running
+
+    def is_closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Release the loop's OS resources. Idempotent; not allowed while running."""
+        if self._running:
+            raise RuntimeError("Loop.close() called while the loop is running; stop() it first")
+        if self._closed:
+            return
+        self._closed = True
+        self._reactor.close()
+        self._wakeup.close()
+        self._ready.clear()
+        self._runq.clear()
+
+    def stop(self) -> None:
+        """Make ``run()`` return after the current iteration."""
+        self._stopping = True
+        if self._running and threading.current_thread() is not self._thread:
+            self._wakeup.wake()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this plait.Loop is closed; create a new Loop()")
+
+    def _enter_run(self, what: str) -> None:
+        self._check_open()
+        if self._running:
+            raise RuntimeError(f"{what}: this loop is already running")
+        other = run_state.loop
+        if other is not None:
+            task = other._current_task
+            where = f" (called from task {task.name!r})" if task is not None else ""
+            raise RuntimeError(
+                f"{what} cannot start a plait loop inside a running plait loop{where}. "
+                "Await the async function directly, or spawn it in a TaskGroup."
+            )
+        self._running = True
+        self._stopping = False
+        self._thread = threading.current_thread()
+        run_state.loop = self
+        self._clock.start_clock()
+        self._asyncio_saved = self._install_asyncio_guard()
+
+    def _exit_run(self) -> None:
+        self._restore_asyncio(self._asyncio_saved)
+        run_state.loop = None
+        self._running = False
+        self._thread = None
+        self._current_task = None
+
+    @staticmethod
+    def _install_asyncio_guard() -> Any:
+        events = sys.modules.get("asyncio.events")
+        if events is None:
+            return None
+        saved = events._get_running_loop()
+        events._set_running_loop(_AsyncioGuard())
+        return (events, saved)
+
+    @staticmethod
+    def _restore_asyncio(saved: Any) -> None:
+        if saved is not None:
+            saved[0]._set_running_loop(saved[1])
+
+    # -- callbacks ---------------------------------------------------------------------
+
+    def time(self) -> float:
+        """The loop's current time, from its clock (monotonic seconds)."""
+        return self._clock.current_time()
+
+    def call_soon(
+        self,
+        callback: Callable[..., object],
+        *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> Handle:
+        """Run ``callback(*args)`` on the next iteration, after those queued before it."""
+        if not callable(callback):
+            raise TypeError(f"call_soon() needs a callable, got {describe(callback)}")
+        handle = Handle(callback, args, context)
+        self._ready.append(handle)
+        return handle
+
+    def call_soon_threadsafe(
+        self,
+        callback: Callable[..., object],
+        *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> Handle:
+        """Like :meth:`call_soon`, from any thread; wakes the loop if it is waiting."""
+        if not callable(callback):
+            raise TypeError(f"call_soon_threadsafe() needs a callable, got {describe(callback)}")
+        self._check_open()
+        handle = Handle(callback, args, context)
+        self._wakeup.send(handle)
+        return handle
+
+    def call_later(
+        self,
+        delay: float,
+        callback: Callable[..., object],
+        *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> TimerHandle:
+        """Run ``callback(*args)`` after ``delay`` seconds (>= 0)."""
+        delay = check_seconds(delay, "call_later() delay")
+        return self.call_at(self._clock.current_time() + delay, callback, *args, context=context)
+
+    def call_at(
+        self,
+        when: float,
+        callback: Callable[..., object],
+        *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> TimerHandle:
+        """Run ``callback(*args)`` at loop time ``when`` (see :meth:`time`).
+
+        Callbacks due at the same time run in the order they were scheduled.
+        """
+        when = check_deadline(when, "call_at() time")
+        if not callable(callback):
+            raise TypeError(f"call_at() needs a callable, got {describe(callback)}")
+        handle = TimerHandle(when, callback, args, context, self)
+        if not math.isinf(when):
+            handle._entry = self._timers.push(when, self._ready.append, handle)
+        return handle
+
+    def set_exception_handler(self, handler: ExceptionHandler | None) -> None:
+        """``handler(loop, context)`` receives errors raised by callbacks; ``context`` has
+        ``message``, ``exception`` and ``handle``. ``None`` restores the default (log)."""
+        if handler is not None and not callable(handler):
+            raise TypeError(f"exception handler must be callable or None, got {describe(handler)}")
+        self._exception_handler = handler
+
+    def get_exception_handler(self) -> ExceptionHandler | None:
+        return self._exception_handler
+
+    def call_exception_handler(self, context: dict[str, Any]) -> None:
+        """Report an error through the handler; an error in the handler is logged."""
+        handler = self._exception_handler or _default_exception_handler
+        try:
+            handler(self, context)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException:
+            logger.exception("Error in the plait exception handler")
+
+    # -- file descriptors --------------------------------------------------------------
+
+    def _set_fd_callback(
+        self, which: int, fd: Any, callback: Callable[..., object], args: Any
+    ) -> None:
+        self._check_open()
+        if not callable(callback):
+            raise TypeError(f"fd callback must be callable, got {describe(callback)}")
+        old = self._reactor.get(fd, which)
+        if isinstance(old, Task):
+            raise RuntimeError(
+                f"fd {fd!r} is already awaited by task {old.name!r}; one fd can have one "
+                "reader and one writer"
+            )
+        self._reactor.set(fd, which, Handle(callback, args, None))
+        if old is None:
+            self._nfd_callbacks += 1
+
+    def _clear_fd_callback(self, which: int, fd: Any) -> bool:
+        old = self._reactor.get(fd, which)
+        if not isinstance(old, Handle):
+            return False
+        self._reactor.clear(fd, which)
+        self._nfd_callbacks -= 1
+        return True
+
+    def add_reader(self, fd: Any, callback: Callable[..., object], *args: Any) -> None:
+        """Call ``callback(*args)`` whenever ``fd`` is readable (replaces an earlier one)."""
+        self._set_fd_callback(READABLE, fd, callback, args)
+
+    def add_writer(self, fd: Any, callback: Callable[..., object], *args: Any) -> None:
+        """Call ``callback(*args)`` whenever ``fd`` is writable (replaces an earlier one)."""
+        self._set_fd_callback(WRITABLE, fd, callback, args)
+
+    def remove_reader(self, fd: Any) -> bool:
+        """Stop watching ``fd`` for reading; True if a reader was registered."""
+        return self._clear_fd_callback(READABLE, fd)
+
+    def remove_writer(self, fd: Any) -> bool:
+        """Stop watching ``fd`` for writing; True if a writer was registered."""
+        return self._clear_fd_callback(WRITABLE, fd)
+
+    # -- running -----------------------------------------------------------------------
+
+    def _has_work(self) -> bool:
+        return bool(
+            self._runq
+            or self._ready
+            or self._wakeup.queue
+            or len(self._timers)
+            or self._ntasks
+            or self._nfd_callbacks
+            or self._keepalive
+        )
+
+    def run(self) -> None:
+        """Run until nothing is scheduled (no callbacks, timers, watched fds or tasks)
+        or until :meth:`stop` is called."""
+        self._enter_run("Loop.run()")
+        try:
+            while not self._stopping and self._has_work():
+                self._run_once()
+        finally:
+            self._stopping = False
+            self._exit_run()
+
+    def run_until_complete(self, fn_or_coro: Any, *args: Any, name: str | None = None) -> Any:
+        """Run ``fn_or_coro(*args)`` (or the coroutine) as the main task, with the
+        loop's callbacks and timers, until it finishes; return its result or raise its
+        exception. Tasks it leaves behind are impossible: every task belongs to a
+        TaskGroup, and system tasks are cancelled when the main task ends."""
+        coro = coerce_coroutine(fn_or_coro, args, "plait.run()")
+        try:
+            self._enter_run("plait.run()")
+        except BaseException:
+            coro.close()
+            raise
+        root = CancelScope()
+        root._attach(None, self)
+        system_scope = CancelScope()
+        system_scope._attach(root, self)
+        self._root_scope, self._system_scope = root, system_scope
+        self._system_group = _RootGroup(self, system=True)
+        try:
+            main = self._spawn(coro, _RootGroup(self, system=False), root, name)
+            while not main._done:
+                if self._stopping:
+                    raise RuntimeError("the loop was stopped before the main task finished")
+                self._run_once()
+            system_scope.cancel()
+            while self._ntasks:
+                self._run_once()
+        finally:
+            self._exit_run()
+        crashes = self._system_group.crashes
+        self._system_group = self._root_scope = self._system_scope = None
+        result, error = main._result, main._exception
+        del main
+        if crashes:
+            error = BaseExceptionGroup(
+                "plait system task(s) crashed", ([error] if error is not None else []) + crashes
+            )
+        if error is not None:
+            try:
+                raise error
+            finally:
+                del error, crashes
+        return result
+
+    # -- the kernel --------------------------------------------------------------------
+
+    def _spawn(
+        self,
+        coro: Any,
+        group: Any,
+        scope: CancelScope,
+        name: str | None,
+        context: contextvars.Context | None = None,
+    ) -> Task:
+        if context is None:
+            context = contextvars.copy_context()
+        task = Task(coro, self, name, context, scope, group)
+        scope._tasks.add(task)
+        self._ntasks += 1
+        self._runq.append(task)
+        return task
+
+    def _kernel_reschedule(self, task: Task, value: Any, error: BaseException | None) -> None:
+        if task._abort_fn is None:
+            raise RuntimeError(
+                f"reschedule({task!r}) called, but the task is not waiting in "
+                "wait_task_rescheduled(); a wait must be completed exactly once"
+            )
+        task._abort_fn = None
+        task._next_value = value
+        task._next_exc = error
+        self._runq.append(task)
+
+    def _kernel_try_abort(self, task: Task) -> None:
+        abort_fn = task._abort_fn
+        if abort_fn is None:
+            return
+        outcome = abort_fn(_raise_cancel)
+        if outcome is Abort.SUCCEEDED:
+            self._kernel_reschedule(task, None, Cancelled())
+        elif outcome is not Abort.FAILED:
+            raise TypeError(
+                f"abort_fn {abort_fn!r} returned {outcome!r}; it must return "
+                "plait.lowlevel.Abort.SUCCEEDED or Abort.FAILED"
+            )
+
+    def _kernel_wake(self, task: Task) -> None:
+        """Timer and fd callback: reschedule a parked task with no value."""
+        if task._abort_fn is not None:
+            self._kernel_reschedule(task, None, None)
+
+    def _kernel_bad_yield(self, task: Task, req: Any) -> None:
+        if hasattr(req, "_asyncio_future_blocking"):
+            msg = (
+                f"task {task.name!r} awaited an asyncio future/task ({req!r}) inside "
+                "plait.run(): plait cannot wait on asyncio objects. Use plait primitives "
+                "(plait.Event, plait.sleep, ...), or run the asyncio code through plait.aio."
+            )
+        else:
+            msg = (
+                f"task {task.name!r} yielded {describe(req)} to the plait kernel; only plait "
+                "operations may suspend a task. Await plait functions, and inside a "
+                "@plait.coroutine generator use a bare 'yield' (a checkpoint) or "
+                "'yield from' another plait coroutine."
+            )
+        task._next_exc = TypeError(msg)
+        self._runq.append(task)
+
+    def _kernel_cancel_task(self, task: Task) -> None:
+        own = task._own_scope
+        if own is None:
+            own = task._own_scope = CancelScope()
+            bottom: CancelScope | None = None
+            scope = task._scope
+            while scope._owner is task:
+                bottom = scope
+                assert scope._parent is not None
+                scope = scope._parent
+            own._attach(scope, self)
+            own._owner = task
+            if bottom is None:
+                scope._tasks.discard(task)
+                own._tasks.add(task)
+                task._scope = own
+            else:
+                bottom._reparent(own)
+        own.cancel()
+
+    def _kernel_task_exited(self, task: Task, result: Any, exc: BaseException | None) -> None:
+        self._ntasks -= 1
+        scope = task._scope
+        scope._tasks.discard(task)
+        while scope._owner is task and scope is not task._own_scope:
+            # A scope the coroutine entered and never exited: unlink it.
+            scope._detach()
+            assert scope._parent is not None
+            scope = scope._parent
+        own = task._own_scope
+        if own is not None:
+            own._detach()
+            parent = own._parent
+            if (
+                isinstance(exc, Cancelled)
+                and own._cancel_called
+                and not (parent is not None and parent._eff)
+            ):
+                task._was_cancelled = True
+                exc = None
+            task._own_scope = None
+        task._done = True
+        task._result = result
+        task._exception = exc
+        task._coro = task._send = task._context = None  # type: ignore[assignment]
+        joiners, task._joiners = task._joiners, None
+        group, task._group = task._group, None
+        group._kernel_child_exited(task, exc)
+        if joiners:
+            for fn in joiners:
+                fn(task)
+
+    def _run_once(self) -> None:
+        runq = self._runq
+        ready = self._ready
+        timers = self._timers
+        wakeup = self._wakeup
+        clock = self._clock
+        idle = math.inf
+        deadline = math.inf
+        if runq or ready or wakeup.queue:
+            timeout = 0.0
+        else:
+            deadline = timers.next_deadline()
+            timeout = math.inf if deadline == math.inf else clock.deadline_to_sleep_time(deadline)
+            if self._idle_waiters:
+                idle = self._idle_waiters[0][0]
+            if deadline != math.inf:
+                idle = min(idle, clock.autojump_threshold)
+            if idle < timeout:
+                timeout = idle
+            else:
+                idle = math.inf
+            timeout = max(timeout, 0.0)
+
+        events = self._reactor.poll(timeout)
+        if events:
+            reactor = self._reactor
+            for obj, fd, which in events:
+                if obj.__class__ is Task:
+                    reactor.clear(fd, which)
+                    if obj._abort_fn is not None:
+                        self._kernel_reschedule(obj, None, None)
+                elif obj is _WAKEUP:
+                    wakeup.drain()
+                else:
+                    ready.append(obj)
+        if wakeup.queue:
+            pending = wakeup.queue
+            while pending:
+                ready.append(pending.popleft())
+
+        if timers._heap:
+            timers.fire_due(clock.current_time())
+
+        if idle != math.inf and not runq and not ready:
+            self._kernel_idle(idle, deadline)
+
+        # Run the callbacks that were ready when this step began.
+        n = len(ready)
+        while n:
+            n -= 1
+            handle = ready.popleft()
+            try:
+                handle._run()
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:
+                self.call_exception_handler(
+                    {
+                        "message": f"Exception in callback {handle!r}",
+                        "exception": exc,
+                        "handle": handle,
+                    }
+                )
+                del exc
+
+        # Run the tasks that were ready when this step began. (The hot path.)
+        n = len(runq)
+        popleft = runq.popleft
+        append = runq.append
+        while n:
+            n -= 1
+            task = popleft()
+            self._current_task = task
+            throw = task._next_exc
+            try:
+                if throw is None:
+                    value = task._next_value
+                    if value is None:
+                        req = task._context.run(task._send, None)
+                    else:
+                        task._next_value = None
+                        req = task._context.run(task._send, value)
+                else:
+                    task._next_exc = None
+                    req = task._context.run(task._coro.throw, throw)
+            except StopIteration as stop:
+                self._kernel_task_exited(task, stop.value, None)
+                continue
+            except BaseException as error:
+                tb = error.__traceback__
+                if tb is not None:
+                    error.__traceback__ = tb.tb_next  # drop this kernel frame
+                self._kernel_task_exited(task, None, error)
+                del error
+                continue
+            if req is None:
+                if task._scope._eff:
+                    task._next_exc = Cancelled()
+                append(task)
+            elif req.__class__ is _Park:
+                task._abort_fn = req.abort_fn
+                if task._scope._eff:
+                    self._kernel_try_abort(task)
+            else:
+                self._kernel_bad_yield(task, req)
+        self._current_task = None
+
+    def _kernel_idle(self, cushion: float, deadline: float) -> None:
+        waiters = self._idle_waiters
+        if waiters and waiters[0][0] <= cushion:
+            while waiters and waiters[0][0] == cushion:
+                entry = heapq.heappop(waiters)
+                task = entry[2]
+                entry[2] = None
+                self._kernel_reschedule(task, None, None)
+        elif deadline != math.inf:
+            self._clock._autojump(deadline)
+            self._timers.fire_due(self._clock.current_time())
+
+    # -- services for the layers above -------------------------------------------------
+
+    async def _wait_fd(self, fd: Any, which: int) -> None:
+        task = self._current_task
+        assert task is not None
+        reactor = self._reactor
+        old = reactor.get(fd, which)
+        if old is not None:
+            from .._exceptions import BusyResourceError
+
+            owner = f"task {old.name!r}" if isinstance(old, Task) else "a callback"
+            raise BusyResourceError(
+                f"another waiter ({owner}) is already waiting for fd {fd!r} to become "
+                f"{'readable' if which == READABLE else 'writable'}; only one task may "
+                "wait per fd and direction"
+            )
+        fdn = reactor.set(fd, which, task)
+
+        def abort(_: RaiseCancelT) -> Abort:
+            reactor.clear(fdn, which)
+            return Abort.SUCCEEDED
+
+        from ._traps import wait_task_rescheduled
+
+        await wait_task_rescheduled(abort)
+
+    def _wait_idle(self, cushion: float) -> Any:
+        task = self._current_task
+        assert task is not None
+        entry = [cushion, next(self._idle_seq), task]
+        heapq.heappush(self._idle_waiters, entry)
+        waiters = self._idle_waiters
+
+        def abort(_: RaiseCancelT) -> Abort:
+            waiters.remove(entry)
+            heapq.heapify(waiters)
+            return Abort.SUCCEEDED
+
+        from ._traps import wait_task_rescheduled
+
+        return wait_task_rescheduled(abort)

@@ -1,0 +1,189 @@
+"""The Task: one coroutine driven by the kernel. Layer L3.
+
+A task is born runnable, alternates between running, ready and parked, and ends done
+with a result, an error, or cancelled. The kernel (``_kernel.Loop``) owns every field
+whose name starts with ``_k``-style underscores; users see the read-only surface below.
+
+Memory: ``__slots__``, and the only per-task objects besides the coroutine are the task
+and its ``contextvars.Context``; callbacks and joiners get a list only when they exist.
+Nothing here points back from the task to its waiters after it is done, so a finished
+task, its frames and its exception are freed by reference counting.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import itertools
+from collections.abc import Callable, Coroutine, Generator
+from typing import TYPE_CHECKING, Any
+
+from .._exceptions import Cancelled
+from ._traps import Abort, RaiseCancelT, wait_task_rescheduled
+
+if TYPE_CHECKING:
+    from ._cancel import CancelScope
+    from ._kernel import Loop
+
+__all__ = ["Task"]
+
+_ids = itertools.count(1)
+
+
+class Task:
+    """A running coroutine, owned by a :class:`plait.TaskGroup`.
+
+    Create tasks with ``TaskGroup.spawn``; never instantiate this class yourself.
+    ``await task`` waits for it and returns its result or raises its exception.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_abort_fn",
+        "_context",
+        "_coro",
+        "_done",
+        "_exception",
+        "_group",
+        "_joiners",
+        "_loop",
+        "_next_exc",
+        "_next_value",
+        "_own_scope",
+        "_result",
+        "_scope",
+        "_send",
+        "_was_cancelled",
+        "id",
+        "name",
+    )
+
+    def __init__(  # noqa: PLR0917 - kernel-internal constructor
+        self,
+        coro: Coroutine[Any, Any, Any] | Generator[Any, Any, Any],
+        loop: Loop,
+        name: str | None,
+        context: contextvars.Context,
+        scope: CancelScope,
+        group: Any,
+    ) -> None:
+        self._coro = coro
+        self._send = coro.send
+        self._context = context
+        self._loop = loop
+        self.id = next(_ids)
+        self.name: str = name if name is not None else getattr(coro, "__qualname__", "task")
+        self._next_value: Any = None
+        self._next_exc: BaseException | None = None
+        # Invariant: _abort_fn is not None exactly while the task is parked.
+        self._abort_fn: Callable[[RaiseCancelT], Abort] | None = None
+        # Innermost cancel scope in force for this task (never None while it runs).
+        self._scope = scope
+        # Set by Task.cancel(): a scope spliced in below the task's own scopes.
+        self._own_scope: CancelScope | None = None
+        self._group = group
+        self._done = False
+        self._was_cancelled = False
+        self._result: Any = None
+        self._exception: BaseException | None = None
+        # None, or a list of callables(task) run when the task is done (joiners first).
+        self._joiners: list[Callable[[Task], object]] | None = None
+
+    def __repr__(self) -> str:
+        if not self._done:
+            state = "parked" if self._abort_fn is not None else "running"
+        elif self._was_cancelled:
+            state = "cancelled"
+        elif self._exception is not None:
+            state = f"failed: {type(self._exception).__name__}"
+        else:
+            state = "done"
+        return f"<plait.Task #{self.id} {self.name!r} {state}>"
+
+    # -- the public surface ------------------------------------------------------
+
+    def done(self) -> bool:
+        """True once the task has finished (returned, raised, or was cancelled)."""
+        return self._done
+
+    def cancelled(self) -> bool:
+        """True if the task finished because of :meth:`cancel`."""
+        return self._was_cancelled
+
+    def _check_done(self, what: str) -> None:
+        if not self._done:
+            raise RuntimeError(
+                f"Task.{what}() called on {self!r}, which has not finished yet; "
+                "use 'await task' to wait for it first"
+            )
+
+    def result(self) -> Any:
+        """The task's return value; re-raises its exception; raises ``Cancelled`` if it
+        was cancelled; ``RuntimeError`` if it has not finished."""
+        self._check_done("result")
+        if self._was_cancelled:
+            raise Cancelled(f"task {self.name!r} was cancelled")
+        if self._exception is not None:
+            raise self._exception
+        return self._result
+
+    def exception(self) -> BaseException | None:
+        """The exception the task raised, or None; ``Cancelled`` if it was cancelled."""
+        self._check_done("exception")
+        if self._was_cancelled:
+            return Cancelled(f"task {self.name!r} was cancelled")
+        return self._exception
+
+    def cancel(self) -> None:
+        """Cancel this task: its next (or current) checkpoint raises ``Cancelled``.
+
+        Level-triggered: every later checkpoint raises too, until the task ends. If the
+        task ends by that ``Cancelled``, it counts as cancelled (``cancelled()`` is
+        True) rather than as failed, and its group is not disturbed. Must be called
+        from the loop's thread. Cancelling a finished task does nothing.
+        """
+        if self._done:
+            return
+        self._loop._kernel_cancel_task(self)
+
+    def add_done_callback(self, fn: Callable[[Task], object]) -> None:
+        """Call ``fn(task)`` soon after the task finishes (at once if it has)."""
+        if self._done:
+            self._loop.call_soon(fn, self)
+            return
+        loop = self._loop
+        if self._joiners is None:
+            self._joiners = []
+        self._joiners.append(lambda task: loop.call_soon(fn, task))
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        return self._join().__await__()
+
+    async def _join(self) -> Any:
+        """Wait for the task; a checkpoint. Cancelling the wait leaves the task alone."""
+        if not self._done:
+            loop = self._loop
+            waiter = loop._current_task
+            if waiter is self:
+                raise RuntimeError(f"{self!r} cannot await itself: that would wait forever")
+            if waiter is None:
+                raise RuntimeError("'await task' must be used inside a plait task")
+
+            def wake(_: Task) -> None:
+                if waiter._abort_fn is not None:
+                    loop._kernel_reschedule(waiter, None, None)
+
+            if self._joiners is None:
+                self._joiners = []
+            self._joiners.append(wake)
+            joiners = self._joiners
+
+            def abort(_: RaiseCancelT) -> Abort:
+                joiners.remove(wake)
+                return Abort.SUCCEEDED
+
+            await wait_task_rescheduled(abort)
+        else:
+            from ._traps import checkpoint
+
+            await checkpoint()
+        return self.result()

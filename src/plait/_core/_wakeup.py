@@ -1,0 +1,61 @@
+"""The one door other threads use to enter the loop: a deque plus a wake-up socket.
+
+Layer L2. ``send`` may be called from any thread; ``drain`` only from the loop's.
+
+Discussion (lost wake-ups): a sender appends, then writes a byte unless a byte is
+already in flight (``_pending``). The loop clears ``_pending`` *before* it reads the
+socket and takes the items. So an item appended after the loop took the items was
+appended after ``_pending`` was cleared, and its sender writes a fresh byte; an item
+appended before is taken. Either way no item waits for an unrelated wake-up. Under the
+GIL each of these steps is atomic; the deque's append and popleft are thread-safe.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections import deque
+from typing import Any
+
+__all__ = ["WakeupChannel"]
+
+
+class WakeupChannel:
+    __slots__ = ("_pending", "_rsock", "_wsock", "queue")
+
+    def __init__(self) -> None:
+        self._rsock, self._wsock = socket.socketpair()
+        self._rsock.setblocking(False)
+        self._wsock.setblocking(False)
+        self.queue: deque[Any] = deque()
+        self._pending = False
+
+    def fileno(self) -> int:
+        return self._rsock.fileno()
+
+    def send(self, item: Any) -> None:
+        """Queue ``item`` for the loop and wake it. Any thread; never blocks."""
+        self.queue.append(item)
+        self.wake()
+
+    def wake(self) -> None:
+        """Make the loop's next (or current) poll return at once. Any thread."""
+        if not self._pending:
+            self._pending = True
+            try:
+                self._wsock.send(b"\0")
+            except (BlockingIOError, OSError):
+                # Full: a wake-up is already pending. Closed: the loop is gone.
+                pass
+
+    def drain(self) -> None:
+        """Consume the wake-up bytes. Loop thread only; call before taking ``queue``."""
+        self._pending = False
+        try:
+            while self._rsock.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+
+    def close(self) -> None:
+        self._rsock.close()
+        self._wsock.close()

@@ -1,0 +1,24 @@
+"""plait.testing: virtual time and scheduling helpers for tests."""
+
+from __future__ import annotations
+
+from .._core._clock import MockClock as MockClock
+from .._core._local import current_loop
+from .._util import check_seconds
+
+__all__ = ["MockClock", "wait_all_tasks_blocked"]
+
+MockClock.__module__ = "plait.testing"
+
+
+async def wait_all_tasks_blocked(cushion: float = 0.0) -> None:
+    """Wait until every other task is blocked (parked), and has been for ``cushion``
+    real seconds with no I/O or timer waking any of them.
+
+    Use it in tests instead of sleeping: "let everything else run as far as it can".
+    When several tasks wait, those with the smallest cushion wake first. A checkpoint;
+    cancellation stops the wait.
+    """
+    cushion = check_seconds(cushion, "wait_all_tasks_blocked() cushion", allow_inf=False)
+    loop = current_loop("plait.testing.wait_all_tasks_blocked()")
+    await loop._wait_idle(cushion)
