@@ -78,9 +78,9 @@ class CancelScope:
         # and _parent._eff), for every scope that is entered and not exited.
         self._eff = False
         self._parent: CancelScope | None = None
-        self._children: set[CancelScope] | None = None
-        # Tasks whose innermost scope is this one.
-        self._tasks: set[Task] = set()
+        self._children: dict[CancelScope, None] | None = None
+        # Tasks whose innermost scope is this one (a dict: deterministic order).
+        self._tasks: dict[Task, None] = {}
         self._owner: Task | None = None
         self._loop: Loop | None = None
         self._timer: list[Any] | None = None
@@ -151,8 +151,8 @@ class CancelScope:
         self._parent = parent
         if parent is not None:
             if parent._children is None:
-                parent._children = set()
-            parent._children.add(self)
+                parent._children = {}
+            parent._children[self] = None
         if self._cancel_called:
             self._eff = True
         else:
@@ -164,7 +164,7 @@ class CancelScope:
         self._exited = True
         parent = self._parent
         if parent is not None and parent._children is not None:
-            parent._children.discard(self)
+            parent._children.pop(self, None)
         if self._timer is not None and self._loop is not None:
             self._loop._timers.cancel(self._timer)
             self._timer = None
@@ -172,7 +172,7 @@ class CancelScope:
     def _reparent(self, new_parent: CancelScope) -> None:
         old = self._parent
         if old is not None and old._children is not None:
-            old._children.discard(self)
+            old._children.pop(self, None)
         self._parent = None
         self._attach_parent_only(new_parent)
         self._recompute()
@@ -180,8 +180,8 @@ class CancelScope:
     def _attach_parent_only(self, parent: CancelScope) -> None:
         self._parent = parent
         if parent._children is None:
-            parent._children = set()
-        parent._children.add(self)
+            parent._children = {}
+        parent._children[self] = None
 
     def _arm_timer(self) -> None:
         loop = self._loop
@@ -228,8 +228,8 @@ class CancelScope:
         self._owner = task
         parent = task._scope
         self._attach(parent, loop)
-        parent._tasks.discard(task)
-        self._tasks.add(task)
+        parent._tasks.pop(task, None)
+        self._tasks[task] = None
         task._scope = self
         return self
 
@@ -247,10 +247,10 @@ class CancelScope:
                 "exited in the reverse order they were entered, in the task that entered "
                 "them. Do not keep a scope open across a 'yield' in an async generator."
             )
-        self._tasks.discard(task)
+        self._tasks.pop(task, None)
         parent = self._parent
         task._scope = parent
-        parent._tasks.add(task)
+        parent._tasks[task] = None
         self._detach()
         self._owner = None
         if exc is None or not self._eff:

@@ -42,6 +42,7 @@ from .._util import check_deadline, check_seconds, describe
 from ._cancel import CancelScope
 from ._clock import Clock, SystemClock
 from ._handles import Handle, TimerHandle
+from ._interrupt import install_sigint_handler
 from ._local import run_state
 from ._reactor import READABLE, WRITABLE, Reactor
 from ._spawn import coerce_coroutine
@@ -150,6 +151,9 @@ class Loop:
         self._root_scope: CancelScope | None = None
         self._system_scope: CancelScope | None = None
         self._system_group: _RootGroup | None = None
+        # Ctrl-C: set by the SIGINT handler when it fires inside plait's own code.
+        self._ki_pending = False
+        self._ki: KeyboardInterrupt | None = None
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("running" if self._running else "idle")
@@ -399,21 +403,32 @@ class Loop:
         system_scope._attach(root, self)
         self._root_scope, self._system_scope = root, system_scope
         self._system_group = _RootGroup(self, system=True)
+        self._ki = None
+        restore_sigint = install_sigint_handler(self)
         try:
             main = self._spawn(coro, _RootGroup(self, system=False), root, name)
             while not main._done:
                 if self._stopping:
                     raise RuntimeError("the loop was stopped before the main task finished")
-                self._run_once()
+                try:
+                    self._run_once()
+                except KeyboardInterrupt as interrupt:  # from a callback: end cleanly
+                    self._kernel_interrupted(interrupt)
+                    del interrupt
             system_scope.cancel()
             while self._ntasks:
                 self._run_once()
         finally:
+            if restore_sigint is not None:
+                restore_sigint()
             self._exit_run()
         crashes = self._system_group.crashes
         self._system_group = self._root_scope = self._system_scope = None
         result, error = main._result, main._exception
         del main
+        ki = self._kernel_take_ki()
+        if ki is not None:
+            error = ki
         if crashes:
             error = BaseExceptionGroup(
                 "plait system task(s) crashed", ([error] if error is not None else []) + crashes
@@ -422,7 +437,7 @@ class Loop:
             try:
                 raise error
             finally:
-                del error, crashes
+                del error, crashes, ki
         return result
 
     # -- the kernel --------------------------------------------------------------------
@@ -438,10 +453,22 @@ class Loop:
         if context is None:
             context = contextvars.copy_context()
         task = Task(coro, self, name, context, scope, group)
-        scope._tasks.add(task)
+        scope._tasks[task] = None
         self._ntasks += 1
         self._runq.append(task)
         return task
+
+    def _kernel_take_ki(self) -> KeyboardInterrupt | None:
+        ki, self._ki = self._ki, None
+        return ki
+
+    def _kernel_interrupted(self, ki: KeyboardInterrupt) -> None:
+        """Ctrl-C hit plait's own code: cancel everything, raise ``ki`` at the end."""
+        self._ki_pending = False
+        if self._ki is None:
+            self._ki = ki
+        if self._root_scope is not None:
+            self._root_scope.cancel()
 
     def _kernel_reschedule(self, task: Task, value: Any, error: BaseException | None) -> None:
         if task._abort_fn is None:
@@ -502,8 +529,8 @@ class Loop:
             own._attach(scope, self)
             own._owner = task
             if bottom is None:
-                scope._tasks.discard(task)
-                own._tasks.add(task)
+                scope._tasks.pop(task, None)
+                own._tasks[task] = None
                 task._scope = own
             else:
                 bottom._reparent(own)
@@ -512,7 +539,7 @@ class Loop:
     def _kernel_task_exited(self, task: Task, result: Any, exc: BaseException | None) -> None:
         self._ntasks -= 1
         scope = task._scope
-        scope._tasks.discard(task)
+        scope._tasks.pop(task, None)
         while scope._owner is task and scope is not task._own_scope:
             # A scope the coroutine entered and never exited: unlink it.
             scope._detach()
@@ -583,6 +610,8 @@ class Loop:
 
         if timers._heap:
             timers.fire_due(clock.current_time())
+        if self._ki_pending:
+            self._kernel_interrupted(KeyboardInterrupt())
 
         if idle != math.inf and not runq and not ready:
             self._kernel_idle(idle, deadline)

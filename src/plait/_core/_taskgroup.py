@@ -259,8 +259,8 @@ def _reparent_task(task: Task, old_root: CancelScope, new_root: CancelScope) -> 
     if bottom is not None:
         bottom._reparent(new_root)
         return
-    old_root._tasks.discard(task)
-    new_root._tasks.add(task)
+    old_root._tasks.pop(task, None)
+    new_root._tasks[task] = None
     task._scope = new_root
 
 

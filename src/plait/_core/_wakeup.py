@@ -47,6 +47,14 @@ class WakeupChannel:
                 # Full: a wake-up is already pending. Closed: the loop is gone.
                 pass
 
+    def wake_from_signal(self) -> None:
+        """Wake the loop from a signal handler: write without touching ``_pending``
+        (the handler may have interrupted :meth:`drain`). An extra byte is harmless."""
+        try:
+            self._wsock.send(b"\0")
+        except OSError:
+            pass
+
     def drain(self) -> None:
         """Consume the wake-up bytes. Loop thread only; call before taking ``queue``."""
         self._pending = False
