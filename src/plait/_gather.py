@@ -128,15 +128,16 @@ class as_completed(AsyncIterator[Task]):
     """
 
     def __init__(self, aws: Iterable[Awaitable[Any]]) -> None:
+        self._collector = _Collector()
+        self._closed = False
         self._aws: list[Any] | None = list(aws)
         for aw in self._aws:
             try:
                 _check_awaitable(aw, "plait.as_completed()")
             except TypeError:
                 _close_all(self._aws)
+                self._aws = None
                 raise
-        self._collector = _Collector()
-        self._closed = False
 
     def _start(self) -> None:
         aws, self._aws = self._aws, None

@@ -12,7 +12,7 @@ from typing import Any
 from ._core._clock import Clock as Clock
 from ._core._clock import SystemClock as SystemClock
 from ._core._kernel import Loop
-from ._core._local import current_loop
+from ._core._local import current_loop as _current_loop
 from ._core._reactor import READABLE, WRITABLE
 from ._core._task import Task
 from ._core._traps import Abort as Abort
@@ -38,6 +38,11 @@ __all__ = [
 ]
 
 
+def current_loop() -> Loop:
+    """The :class:`plait.Loop` running in this thread (``RuntimeError`` if none)."""
+    return _current_loop("plait.lowlevel.current_loop()")
+
+
 def reschedule(task: Task, value: Any = None, error: BaseException | None = None) -> None:
     """Wake ``task``, parked in ``wait_task_rescheduled``: its ``await`` returns
     ``value``, or raises ``error`` if given. Must be called exactly once per wait, from
@@ -47,7 +52,7 @@ def reschedule(task: Task, value: Any = None, error: BaseException | None = None
 
 def current_clock() -> Clock:
     """The clock of the running loop."""
-    return current_loop("plait.lowlevel.current_clock()")._clock
+    return _current_loop("plait.lowlevel.current_clock()")._clock
 
 
 class LoopToken:
@@ -72,7 +77,7 @@ TrioToken = LoopToken  # familiar name for trio users
 
 def current_token() -> LoopToken:
     """A token for the running loop, for use from other threads."""
-    return LoopToken(current_loop("plait.lowlevel.current_token()"))
+    return LoopToken(_current_loop("plait.lowlevel.current_token()"))
 
 
 def spawn_system_task(fn: Any, *args: Any, name: str | None = None) -> Task:
@@ -81,7 +86,7 @@ def spawn_system_task(fn: Any, *args: Any, name: str | None = None) -> Task:
     ``plait.run`` raises its error."""
     from ._core._spawn import coerce_coroutine
 
-    loop = current_loop("plait.lowlevel.spawn_system_task()")
+    loop = _current_loop("plait.lowlevel.spawn_system_task()")
     if loop._system_scope is None or loop._system_group is None:
         raise RuntimeError("spawn_system_task() needs a loop running plait.run()")
     coro = coerce_coroutine(fn, args, "spawn_system_task()")
@@ -94,9 +99,9 @@ async def wait_readable(fd: Any) -> None:
     A checkpoint; cancellation stops the wait. ``BusyResourceError`` if another task
     already waits to read the same fd.
     """
-    await current_loop("plait.lowlevel.wait_readable()")._wait_fd(fd, READABLE)
+    await _current_loop("plait.lowlevel.wait_readable()")._wait_fd(fd, READABLE)
 
 
 async def wait_writable(fd: Any) -> None:
     """Wait until ``fd`` is writable. As :func:`wait_readable`."""
-    await current_loop("plait.lowlevel.wait_writable()")._wait_fd(fd, WRITABLE)
+    await _current_loop("plait.lowlevel.wait_writable()")._wait_fd(fd, WRITABLE)

@@ -80,10 +80,6 @@ class Reactor:
             self._selector.close()
         self._fds.clear()
 
-    def waiting_count(self) -> int:
-        """How many fds somebody is waiting on."""
-        return sum(1 for st in self._fds.values() if st.want)
-
     def get(self, fd: Any, which: int) -> Any:
         """The reader (``which=READABLE``) or writer registered for ``fd``, or None."""
         st = self._fds.get(_fileno(fd))

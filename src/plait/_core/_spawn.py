@@ -43,6 +43,7 @@ def coerce_coroutine(
     """
     if _is_kernel_drivable(fn):
         if args or kwargs:
+            fn.close()  # rejected: close it so no "never awaited" warning follows
             raise TypeError(
                 f"{what} got a coroutine object and extra arguments; pass the async "
                 f"function and its arguments separately, e.g. {what[:-1]}worker, arg)"

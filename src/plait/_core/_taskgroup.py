@@ -130,12 +130,25 @@ class TaskGroup:
                 f"keyword argument, got {fn!r}"
             )
         status = TaskStatus(self)
-        async with TaskGroup() as temp:
-            status._temp = temp
-            loop = temp._loop
-            assert loop is not None
-            coro = coerce_coroutine(fn, args, "TaskGroup.start()", {"task_status": status})
-            status._task = temp._adopt(loop._spawn(coro, temp, temp._scope, name))
+        error: BaseException | None = None
+        try:
+            async with TaskGroup() as temp:
+                status._temp = temp
+                loop = temp._loop
+                assert loop is not None
+                coro = coerce_coroutine(fn, args, "TaskGroup.start()", {"task_status": status})
+                status._task = temp._adopt(loop._spawn(coro, temp, temp._scope, name))
+        except BaseExceptionGroup as group:
+            # The child failed before started(): as if it ran in the caller, raise its
+            # error as it is rather than wrapped in the temporary group's ExceptionGroup.
+            if len(group.exceptions) != 1:
+                raise
+            error = group.exceptions[0]
+        if error is not None:
+            try:
+                raise error
+            finally:
+                del error
         if not status._started:
             raise RuntimeError(
                 f"{callable_name(fn)}() returned without calling task_status.started(); a "

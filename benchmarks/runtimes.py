@@ -1,0 +1,62 @@
+"""The runtimes the benchmarks compare. Each is one function: run `main()` and return
+its result. Imports are lazy so that a missing package only disables its runtime."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from benchmarks.registry import runtime
+
+Main = Callable[[], Awaitable[float]]
+
+
+def _plait_probe() -> str | None:
+    try:
+        import plait
+    except Exception as exc:  # the kernel is work in progress: report, do not crash
+        return f"import failed: {type(exc).__name__}: {exc}"
+    if not callable(getattr(plait, "run", None)):
+        return "not available (plait.run missing)"
+    return None
+
+
+@runtime("plait", modules=("plait",), distributions=("plait",), probe=_plait_probe)
+def run_plait(main: Main) -> float:
+    """`plait.run(main)`"""
+    import plait
+
+    result: float = plait.run(main)
+    return result
+
+
+@runtime("asyncio")
+def run_asyncio(main: Main) -> float:
+    """`asyncio.run(main())` with the default (selector) event loop"""
+    import asyncio
+
+    async def coro() -> float:
+        return await main()
+
+    return asyncio.run(coro())
+
+
+@runtime("uvloop", modules=("uvloop",), family="asyncio", distributions=("uvloop",))
+def run_uvloop(main: Main) -> float:
+    """`asyncio.Runner(loop_factory=uvloop.new_event_loop)`, asyncio implementations"""
+    import asyncio
+
+    import uvloop
+
+    async def coro() -> float:
+        return await main()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro())
+
+
+@runtime("trio", modules=("trio",), distributions=("trio",))
+def run_trio(main: Main) -> float:
+    """`trio.run(main)`"""
+    import trio
+
+    return trio.run(main)

@@ -1,0 +1,59 @@
+"""Smoke test of the benchmark harness (benchmarks/): a --quick run with one repetition on
+every runtime writes a report with one row per workload and runtime. Runtimes that cannot
+run here (uvloop/trio not installed, plait.run not written yet) must show up as such."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNTIMES = ("plait", "asyncio", "uvloop", "trio")
+WORKLOADS = ("spawn_join", "checkpoints", "timers")  # at least these (issue 2)
+NUMBER = re.compile(r"^-?\d+(\.\d+)?[kM]?$")
+
+
+def runnable(runtime: str) -> bool:
+    if runtime == "plait":
+        import plait
+
+        return callable(getattr(plait, "run", None))
+    return runtime == "asyncio" or importlib.util.find_spec(runtime) is not None
+
+
+def table_rows(report: str) -> dict[tuple[str, str], list[str]]:
+    rows: dict[tuple[str, str], list[str]] = {}
+    for line in report.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and len(cells) >= 5 and cells[0] not in ("workload", ""):
+            if cells[0].startswith("---"):
+                continue
+            rows.setdefault((cells[0], cells[1]), cells)
+    return rows
+
+
+def test_quick_run_reports_every_workload_and_runtime(tmp_path: Path) -> None:
+    out = tmp_path / "benchmarks.md"
+    cmd = [sys.executable, "-m", "benchmarks", "--quick", "--reps", "1"]
+    cmd += ["--runtimes", ",".join(RUNTIMES), "--write", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=50, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = out.read_text()
+    assert "python -m benchmarks --quick --reps 1" in report
+    assert "| repetitions | 1 per workload and runtime" in report
+    rows = table_rows(report)
+    workloads = {w for w, _ in rows}
+    assert set(WORKLOADS) <= workloads, sorted(workloads)
+    for workload in workloads:
+        for runtime in RUNTIMES:
+            assert (workload, runtime) in rows, f"no row for {workload} on {runtime}"
+            median = rows[workload, runtime][2]
+            if runnable(runtime):
+                assert NUMBER.match(median), f"{workload} on {runtime}: {median}"
+            else:
+                assert median.startswith(("not installed", "not available")), median
+    # the table also goes to stdout
+    assert "| spawn_join | asyncio |" in proc.stdout
