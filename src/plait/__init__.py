@@ -6,6 +6,7 @@ This module only re-exports; the code lives in the private modules (see DESIGN.m
 from __future__ import annotations
 
 from . import lowlevel as lowlevel
+from . import sched as sched
 from . import testing as testing
 from ._core._cancel import CancelScope as CancelScope
 from ._core._handles import Handle as Handle

@@ -33,21 +33,22 @@ def current_time() -> float:
     return current_loop("plait.current_time()")._clock.current_time()
 
 
-async def _sleep_until(deadline: float, what: str) -> None:
-    loop = current_loop(what)
-    if deadline <= loop._clock.current_time():
-        await checkpoint()
-        return
-    task = loop._current_task
+def _park_until(loop: Any, deadline: float) -> Any:
+    """The awaitable that parks the current task until ``deadline`` (a timer entry,
+    removed again if the wait is cancelled)."""
     timers = loop._timers
-    entry = None if math.isinf(deadline) else timers.push(deadline, loop._kernel_wake, task)
+    entry = (
+        None
+        if math.isinf(deadline)
+        else timers.push(deadline, loop._kernel_wake, loop._current_task)
+    )
 
     def abort(_: RaiseCancelT) -> Abort:
         if entry is not None:
             timers.cancel(entry)
         return Abort.SUCCEEDED
 
-    await wait_task_rescheduled(abort)
+    return wait_task_rescheduled(abort)
 
 
 @public
@@ -57,9 +58,12 @@ async def sleep_until(deadline: float) -> None:
     A checkpoint (even if the deadline has passed). Cancellation ends the sleep with
     ``Cancelled``. ``ValueError`` for NaN; ``math.inf`` sleeps until cancelled.
     """
-    await _sleep_until(
-        check_deadline(deadline, "plait.sleep_until() deadline"), "plait.sleep_until()"
-    )
+    deadline = check_deadline(deadline, "plait.sleep_until() deadline")
+    loop = current_loop("plait.sleep_until()")
+    if deadline <= loop._clock.current_time():
+        await checkpoint()
+    else:
+        await _park_until(loop, deadline)
 
 
 @public
@@ -73,14 +77,14 @@ async def sleep(seconds: float) -> None:
     loop = current_loop("plait.sleep()")
     if seconds == 0:
         await checkpoint()
-        return
-    await _sleep_until(loop._clock.current_time() + seconds, "plait.sleep()")
+    else:
+        await _park_until(loop, loop._clock.current_time() + seconds)
 
 
 @public
 async def sleep_forever() -> None:
     """Sleep until cancelled. A checkpoint."""
-    await _sleep_until(math.inf, "plait.sleep_forever()")
+    await _park_until(current_loop("plait.sleep_forever()"), math.inf)
 
 
 @public

@@ -240,7 +240,13 @@ class CancelScope:
         tb: TracebackType | None,
     ) -> bool:
         task = self._owner
-        assert task is not None and self._parent is not None
+        assert task is not None
+        assert self._parent is not None
+        if task._loop._current_task is not task:
+            raise RuntimeError(
+                f"{self!r} exited in a different task than the one that entered it; a "
+                "cancel scope (or TaskGroup) must be entered and exited by the same task"
+            )
         if task._scope is not self:
             raise RuntimeError(
                 f"{self!r} exited out of order: cancel scopes (and TaskGroups) must be "
@@ -253,6 +259,7 @@ class CancelScope:
         parent._tasks[task] = None
         self._detach()
         self._owner = None
+        del task  # the frame may end up in a traceback the task holds
         if exc is None or not self._eff:
             return False
         if parent._eff and not self._shield:

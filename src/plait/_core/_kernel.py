@@ -59,6 +59,10 @@ ExceptionHandler = Callable[["Loop", dict[str, Any]], object]
 
 _WAKEUP = object()  # reactor marker for the wake-up channel's fd
 
+# A task's _next_value while it is ready after a checkpoint. Every path that makes a
+# task ready sets _next_value (or _next_exc, which wins), so a stale marker is harmless.
+_AT_CHECKPOINT = object()
+
 
 def _raise_cancel() -> Any:
     raise Cancelled
@@ -252,6 +256,7 @@ class Loop:
         """Run ``callback(*args)`` on the next iteration, after those queued before it."""
         if not callable(callback):
             raise TypeError(f"call_soon() needs a callable, got {describe(callback)}")
+        self._check_open()
         handle = Handle(callback, args, context)
         self._ready.append(handle)
         return handle
@@ -295,6 +300,7 @@ class Loop:
         when = check_deadline(when, "call_at() time")
         if not callable(callback):
             raise TypeError(f"call_at() needs a callable, got {describe(callback)}")
+        self._check_open()
         handle = TimerHandle(when, callback, args, context, self)
         if not math.isinf(when):
             handle._entry = self._timers.push(when, self._ready.append, handle)
@@ -342,7 +348,7 @@ class Loop:
         old = self._reactor.get(fd, which)
         if not isinstance(old, Handle):
             return False
-        self._reactor.clear(fd, which)
+        self._reactor.clear(fd, which, eager=True)
         self._nfd_callbacks -= 1
         return True
 
@@ -425,6 +431,8 @@ class Loop:
         crashes = self._system_group.crashes
         self._system_group = self._root_scope = self._system_scope = None
         result, error = main._result, main._exception
+        if main._was_cancelled:
+            error = Cancelled(f"the main task {main.name!r} was cancelled")
         del main
         ki = self._kernel_take_ki()
         if ki is not None:
@@ -556,6 +564,7 @@ class Loop:
             ):
                 task._was_cancelled = True
                 exc = None
+            own._owner = None
             task._own_scope = None
         task._done = True
         task._result = result
@@ -613,7 +622,9 @@ class Loop:
         if self._ki_pending:
             self._kernel_interrupted(KeyboardInterrupt())
 
-        if idle != math.inf and not runq and not ready:
+        if idle != math.inf and not runq and not ready and not self._reactor.raw_events:
+            # The poll timed out (it did not return early for an fd nobody waits
+            # on any more) and nothing became runnable: the cushion has passed.
             self._kernel_idle(idle, deadline)
 
         # Run the callbacks that were ready when this step began.
@@ -647,7 +658,15 @@ class Loop:
             try:
                 if throw is None:
                     value = task._next_value
-                    if value is None:
+                    if value is _AT_CHECKPOINT:
+                        # Decided now, not when it yielded: a deadline that passed
+                        # meanwhile (timers fire before tasks run) cancels this very
+                        # checkpoint.
+                        if task._scope._eff:
+                            req = task._context.run(task._coro.throw, Cancelled())
+                        else:
+                            req = task._context.run(task._send, None)
+                    elif value is None:
                         req = task._context.run(task._send, None)
                     else:
                         task._next_value = None
@@ -659,23 +678,26 @@ class Loop:
                 self._kernel_task_exited(task, stop.value, None)
                 continue
             except BaseException as error:
-                tb = error.__traceback__
-                if tb is not None:
-                    error.__traceback__ = tb.tb_next  # drop this kernel frame
+                if error.__traceback__ is not None:  # drop this kernel frame
+                    error.__traceback__ = error.__traceback__.tb_next
                 self._kernel_task_exited(task, None, error)
                 del error
                 continue
             if req is None:
-                if task._scope._eff:
-                    task._next_exc = Cancelled()
+                task._next_value = _AT_CHECKPOINT
                 append(task)
             elif req.__class__ is _Park:
-                task._abort_fn = req.abort_fn
+                # The _Park stays referenced by the trap's frame (and so by tracebacks
+                # through the wait): keep nothing in it once the kernel has the abort_fn.
+                task._abort_fn, req.abort_fn = req.abort_fn, None
                 if task._scope._eff:
                     self._kernel_try_abort(task)
             else:
                 self._kernel_bad_yield(task, req)
         self._current_task = None
+        # This frame can outlive the call (Python 3.12+ links finished coroutine frames
+        # to it through f_back): hold nothing that could close a reference cycle.
+        task = throw = value = req = events = None  # type: ignore[assignment]
 
     def _kernel_idle(self, cushion: float, deadline: float) -> None:
         waiters = self._idle_waiters
@@ -692,8 +714,6 @@ class Loop:
     # -- services for the layers above -------------------------------------------------
 
     async def _wait_fd(self, fd: Any, which: int) -> None:
-        task = self._current_task
-        assert task is not None
         reactor = self._reactor
         old = reactor.get(fd, which)
         if old is not None:
@@ -705,7 +725,8 @@ class Loop:
                 f"{'readable' if which == READABLE else 'writable'}; only one task may "
                 "wait per fd and direction"
             )
-        fdn = reactor.set(fd, which, task)
+        fdn = reactor.set(fd, which, self._current_task)
+        del old
 
         def abort(_: RaiseCancelT) -> Abort:
             reactor.clear(fdn, which)
@@ -725,6 +746,7 @@ class Loop:
         def abort(_: RaiseCancelT) -> Abort:
             waiters.remove(entry)
             heapq.heapify(waiters)
+            entry[2] = None
             return Abort.SUCCEEDED
 
         from ._traps import wait_task_rescheduled

@@ -63,10 +63,12 @@ class _FdState:
 class Reactor:
     """Maps fds to the objects waiting on them and asks the OS which are ready."""
 
-    __slots__ = ("_always_ready", "_epoll", "_fds", "_selector")
+    __slots__ = ("_always_ready", "_epoll", "_fds", "_selector", "raw_events")
 
     def __init__(self) -> None:
         self._fds: dict[int, _FdState] = {}
+        # How many fds the last poll reported, wanted or not (0: it timed out).
+        self.raw_events = 0
         self._always_ready: set[int] = set()
         self._epoll: Any = select.epoll() if _HAS_EPOLL else None
         self._selector: selectors.BaseSelector | None = (
@@ -102,11 +104,25 @@ class Reactor:
             st.writer = obj
         st.want |= which
         if st.registered & which != which:
-            self._register(fdn, st, st.registered | which)
+            try:
+                self._register(fdn, st, st.registered | which)
+            except BaseException:
+                # Leave no half-registration behind (e.g. the fd was not open).
+                if which == READABLE:
+                    st.reader = None
+                else:
+                    st.writer = None
+                st.want &= ~which
+                if not st.want and not st.registered:
+                    del self._fds[fdn]
+                raise
         return fdn
 
-    def clear(self, fd: Any, which: int) -> Any:
-        """Drop the reader or writer of ``fd``; returns what was there (or None)."""
+    def clear(self, fd: Any, which: int, *, eager: bool = False) -> Any:
+        """Drop the reader or writer of ``fd``; returns what was there (or None).
+
+        With ``eager``, tell the OS now instead of lazily: the caller may close the fd
+        next, and a new fd could reuse its number."""
         fd = _fileno(fd)
         st = self._fds.get(fd)
         if st is None:
@@ -116,6 +132,8 @@ class Reactor:
         else:
             old, st.writer = st.writer, None
         st.want &= ~which
+        if eager and st.registered & ~st.want:
+            self._register(fd, st, st.want)
         if not st.want and not st.registered:
             del self._fds[fd]
         return old
@@ -205,6 +223,7 @@ class Reactor:
             events = self._epoll.poll(timeout)
         except InterruptedError:  # pragma: no cover - PEP 475 retries for us
             events = []
+        self.raw_events = len(events)
         for fd, ev in events:
             st = fds.get(fd)
             if st is None:
@@ -239,7 +258,9 @@ class Reactor:
         sel = self._selector
         assert sel is not None
         fds = self._fds
-        for key, ev in sel.select(None if timeout < 0 else timeout):
+        ready = sel.select(None if timeout < 0 else timeout)
+        self.raw_events = len(ready)
+        for key, ev in ready:
             st = fds.get(key.fd)
             if st is None:
                 continue

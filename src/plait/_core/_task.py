@@ -18,7 +18,7 @@ from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
 from .._exceptions import Cancelled
-from ._traps import Abort, RaiseCancelT, wait_task_rescheduled
+from ._traps import Abort, RaiseCancelT, checkpoint, wait_task_rescheduled
 
 if TYPE_CHECKING:
     from ._cancel import CancelScope
@@ -122,8 +122,12 @@ class Task:
         self._check_done("result")
         if self._was_cancelled:
             raise Cancelled(f"task {self.name!r} was cancelled")
-        if self._exception is not None:
-            raise self._exception
+        exc = self._exception
+        if exc is not None:
+            try:
+                raise exc
+            finally:
+                del exc, self  # this frame joins the traceback: keep no cycle
         return self._result
 
     def exception(self) -> BaseException | None:
@@ -162,28 +166,38 @@ class Task:
         """Wait for the task; a checkpoint. Cancelling the wait leaves the task alone."""
         if not self._done:
             loop = self._loop
-            waiter = loop._current_task
-            if waiter is self:
+            if loop._current_task is self:
                 raise RuntimeError(f"{self!r} cannot await itself: that would wait forever")
-            if waiter is None:
+            if loop._current_task is None:
                 raise RuntimeError("'await task' must be used inside a plait task")
+            # The waiter sits in a one-item list that is emptied when the wait ends, so
+            # that no frame or closure left in a traceback still points at a task.
+            box = [loop._current_task]
 
             def wake(_: Task) -> None:
-                if waiter._abort_fn is not None:
-                    loop._kernel_reschedule(waiter, None, None)
+                if box and box[0]._abort_fn is not None:
+                    loop._kernel_reschedule(box.pop(), None, None)
 
             if self._joiners is None:
                 self._joiners = []
-            self._joiners.append(wake)
             joiners = self._joiners
+            joiners.append(wake)
 
             def abort(_: RaiseCancelT) -> Abort:
                 joiners.remove(wake)
+                box.clear()
                 return Abort.SUCCEEDED
 
-            await wait_task_rescheduled(abort)
+            try:
+                await wait_task_rescheduled(abort)
+            finally:
+                box.clear()
+                del joiners
         else:
-            from ._traps import checkpoint
-
             await checkpoint()
-        return self.result()
+        task = self
+        del self
+        try:
+            return task.result()
+        finally:
+            del task

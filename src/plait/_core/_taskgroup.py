@@ -256,6 +256,7 @@ class TaskStatus:
         target._children.add(task)
         task._group = target
         _reparent_task(task, temp._scope, target._scope)
+        self._task = None
         if temp._waiting and not temp._children:
             temp._waiting = False
             assert temp._parent_task is not None

@@ -44,7 +44,8 @@ class _Park:
     __slots__ = ("abort_fn",)
 
     def __init__(self, abort_fn: Callable[[RaiseCancelT], Abort]) -> None:
-        self.abort_fn = abort_fn
+        # The kernel takes it (and sets None) as soon as the task parks.
+        self.abort_fn: Callable[[RaiseCancelT], Abort] | None = abort_fn
 
     def __repr__(self) -> str:
         return (

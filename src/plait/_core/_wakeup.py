@@ -3,11 +3,15 @@
 Layer L2. ``send`` may be called from any thread; ``drain`` only from the loop's.
 
 Discussion (lost wake-ups): a sender appends, then writes a byte unless a byte is
-already in flight (``_pending``). The loop clears ``_pending`` *before* it reads the
-socket and takes the items. So an item appended after the loop took the items was
-appended after ``_pending`` was cleared, and its sender writes a fresh byte; an item
-appended before is taken. Either way no item waits for an unrelated wake-up. Under the
-GIL each of these steps is atomic; the deque's append and popleft are thread-safe.
+already in flight (``_pending``). The loop reads the socket dry, *then* clears
+``_pending``, *then* takes the items. A sender whose byte the loop swallowed had
+appended its item before writing, so before the loop takes the items: it is taken. A
+sender that finds ``_pending`` clear writes a byte that the loop has not read yet, so
+the next poll returns. Either way no item waits for an unrelated wake-up. (Clearing
+``_pending`` before reading would be wrong: a sender could set it in between, have its
+byte swallowed, and leave it set with no byte in flight: every later sender would then
+skip the write and the loop would sleep forever.) Under the GIL each step is atomic;
+the deque's append and popleft are thread-safe.
 """
 
 from __future__ import annotations
@@ -57,12 +61,14 @@ class WakeupChannel:
 
     def drain(self) -> None:
         """Consume the wake-up bytes. Loop thread only; call before taking ``queue``."""
-        self._pending = False
         try:
             while self._rsock.recv(4096):
                 pass
         except (BlockingIOError, InterruptedError):
             pass
+        # Only now: a sender that set _pending while we were reading had its byte
+        # swallowed above, but its item is already queued and will be taken next.
+        self._pending = False
 
     def close(self) -> None:
         self._rsock.close()
