@@ -493,13 +493,26 @@ class Loop:
         abort_fn = task._abort_fn
         if abort_fn is None:
             return
-        outcome = abort_fn(_raise_cancel)
+        # A broken abort_fn is a bug in the primitive that parked the task, not in the
+        # kernel or in whoever cancelled: the error goes to the parked task.
+        try:
+            outcome = abort_fn(_raise_cancel)
+        except BaseException as exc:
+            if exc.__traceback__ is not None:  # drop this kernel frame
+                exc.__traceback__ = exc.__traceback__.tb_next
+            self._kernel_reschedule(task, None, exc)
+            del exc
+            return
         if outcome is Abort.SUCCEEDED:
             self._kernel_reschedule(task, None, Cancelled())
         elif outcome is not Abort.FAILED:
-            raise TypeError(
-                f"abort_fn {abort_fn!r} returned {outcome!r}; it must return "
-                "plait.lowlevel.Abort.SUCCEEDED or Abort.FAILED"
+            self._kernel_reschedule(
+                task,
+                None,
+                TypeError(
+                    f"abort_fn {abort_fn!r} returned {outcome!r}; it must return "
+                    "plait.lowlevel.Abort.SUCCEEDED or Abort.FAILED"
+                ),
             )
 
     def _kernel_wake(self, task: Task) -> None:

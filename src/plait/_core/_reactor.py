@@ -195,7 +195,10 @@ class Reactor:
         if st.registered and mask:
             sel.modify(fd, events)
         elif mask:
-            sel.register(fd, events)
+            try:
+                sel.register(fd, events)
+            except PermissionError:
+                self._always_ready.add(fd)  # as for epoll: a regular file
         else:
             try:
                 sel.unregister(fd)
@@ -218,7 +221,10 @@ class Reactor:
         out: list[tuple[Any, int, int]] = []
         fds = self._fds
         if self._selector is not None:
-            return self._selector_poll(timeout, out)
+            self._selector_poll(timeout, out)
+            if self._always_ready:
+                self._report_always_ready(out)
+            return out
         try:
             events = self._epoll.poll(timeout)
         except InterruptedError:  # pragma: no cover - PEP 475 retries for us
@@ -228,18 +234,21 @@ class Reactor:
             st = fds.get(fd)
             if st is None:
                 continue
-            got = 0
             if ev & (_EP_IN | _EP_ERR) and st.reader is not None:
                 out.append((st.reader, fd, READABLE))
-                got |= READABLE
             if ev & (_EP_OUT | _EP_ERR) and st.writer is not None:
                 out.append((st.writer, fd, WRITABLE))
-                got |= WRITABLE
             if st.registered & ~st.want:
                 # Nobody wants part of what epoll watches: narrow it now.
                 self._register(fd, st, st.want)
                 if not st.want:
                     del fds[fd]
+        if self._always_ready:
+            self._report_always_ready(out)
+        return out
+
+    def _report_always_ready(self, out: list[tuple[Any, int, int]]) -> None:
+        fds = self._fds
         for fd in tuple(self._always_ready):
             st = fds[fd]
             if not st.want:
@@ -250,7 +259,6 @@ class Reactor:
                 out.append((st.reader, fd, READABLE))
             if st.writer is not None:
                 out.append((st.writer, fd, WRITABLE))
-        return out
 
     def _selector_poll(
         self, timeout: float, out: list[tuple[Any, int, int]]

@@ -1,0 +1,220 @@
+"""plait.lowlevel: the API new primitives are built on."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+import plait
+from plait.lowlevel import (
+    Abort,
+    current_clock,
+    current_loop,
+    current_task,
+    current_token,
+    reschedule,
+    spawn_system_task,
+    wait_task_rescheduled,
+)
+from plait.testing import MockClock, wait_all_tasks_blocked
+
+
+def vrun(fn: Any, *args: Any) -> Any:
+    return plait.run(fn, *args, clock=MockClock(autojump_threshold=0))
+
+
+class OneShot:
+    """A minimal event built only on the low-level API, as a user would write one."""
+
+    def __init__(self) -> None:
+        self.waiters: list[plait.Task] = []
+        self.value: Any = None
+        self.fired = False
+
+    def fire(self, value: Any) -> None:
+        self.fired, self.value = True, value
+        waiters, self.waiters = self.waiters, []
+        for task in waiters:
+            reschedule(task, value)
+
+    async def wait(self) -> Any:
+        if self.fired:
+            await plait.checkpoint()
+            return self.value
+        task = current_task()
+        self.waiters.append(task)
+
+        def abort(_: Any) -> Abort:
+            self.waiters.remove(task)
+            return Abort.SUCCEEDED
+
+        return await wait_task_rescheduled(abort)
+
+
+class TestParkUnpark:
+    def test_custom_primitive_delivers_values(self) -> None:
+        async def main() -> list[Any]:
+            ev = OneShot()
+            results: list[Any] = []
+
+            async def waiter() -> None:
+                results.append(await ev.wait())
+
+            async with plait.TaskGroup() as tg:
+                for _ in range(3):
+                    tg.spawn(waiter)
+                await wait_all_tasks_blocked()
+                ev.fire("go")
+            results.append(await ev.wait())
+            return results
+
+        assert vrun(main) == ["go"] * 4
+
+    def test_cancelled_waiter_is_unregistered(self) -> None:
+        async def main() -> tuple[int, bool]:
+            ev = OneShot()
+            with plait.move_on_after(1) as scope:
+                await ev.wait()
+            return len(ev.waiters), scope.cancelled_caught
+
+        assert vrun(main) == (0, True)
+
+    def test_reschedule_with_error(self) -> None:
+        async def main() -> None:
+            task = current_task()
+
+            async def poker() -> None:
+                await wait_all_tasks_blocked()
+                reschedule(task, error=KeyError("boom"))
+
+            async with plait.TaskGroup() as tg:
+                tg.spawn(poker)
+                with pytest.raises(KeyError, match="boom"):
+                    await wait_task_rescheduled(lambda _: Abort.FAILED)
+
+        vrun(main)
+
+    def test_reschedule_twice_is_an_error(self) -> None:
+        async def main() -> str:
+            task = current_task()
+            message = ""
+
+            async def poker() -> None:
+                nonlocal message
+                await wait_all_tasks_blocked()
+                reschedule(task, 1)
+                with pytest.raises(RuntimeError, match="exactly once") as info:
+                    reschedule(task, 2)
+                message = str(info.value)
+
+            async with plait.TaskGroup() as tg:
+                tg.spawn(poker)
+                assert await wait_task_rescheduled(lambda _: Abort.FAILED) == 1
+            return message
+
+        assert "not waiting" in vrun(main)
+
+    def test_abort_fn_raising_goes_to_the_parked_task(self) -> None:
+        def abort(_: Any) -> Abort:
+            raise LookupError("broken primitive")
+
+        async def main() -> str:
+            with plait.CancelScope() as scope:
+                scope.cancel()
+                with pytest.raises(LookupError, match="broken primitive"):
+                    await wait_task_rescheduled(abort)
+            return "survived"
+
+        assert vrun(main) == "survived"
+
+    def test_abort_fn_returning_garbage_is_reported(self) -> None:
+        async def main() -> None:
+            with plait.CancelScope() as scope:
+                scope.cancel()
+                await wait_task_rescheduled(lambda _: "yes")  # type: ignore[arg-type,return-value]
+
+        with pytest.raises(TypeError, match=r"Abort\.SUCCEEDED or Abort\.FAILED"):
+            vrun(main)
+
+
+class TestSystemTasks:
+    def test_system_task_is_cancelled_when_main_ends(self) -> None:
+        log: list[str] = []
+
+        async def service() -> None:
+            try:
+                await plait.sleep_forever()
+            finally:
+                log.append("service stopped")
+
+        async def main() -> str:
+            spawn_system_task(service)
+            await wait_all_tasks_blocked()
+            log.append("main done")
+            return "result"
+
+        assert vrun(main) == "result"
+        assert log == ["main done", "service stopped"]
+
+    def test_system_task_crash_ends_the_run(self) -> None:
+        async def service() -> None:
+            await plait.sleep(1)
+            raise ValueError("service broke")
+
+        async def main() -> None:
+            spawn_system_task(service)
+            await plait.sleep_forever()
+
+        with pytest.raises(BaseExceptionGroup) as info:
+            vrun(main)
+        kinds = {type(e) for e in info.value.exceptions}
+        assert ValueError in kinds
+
+    def test_spawn_system_task_outside_run(self) -> None:
+        async def main() -> None:
+            pass
+
+        with pytest.raises(RuntimeError, match=r"plait\.run"):
+            spawn_system_task(main)
+
+
+class TestTokensAndClock:
+    def test_token_from_another_thread(self) -> None:
+        async def main() -> list[str]:
+            token = current_token()
+            ev = OneShot()
+            got: list[str] = []
+
+            def in_thread() -> None:
+                token.run_sync_soon(ev.fire, threading.current_thread().name)
+
+            async def waiter() -> None:
+                got.append(await ev.wait())
+
+            async with plait.TaskGroup() as tg:
+                tg.spawn(waiter)
+                await wait_all_tasks_blocked()
+                t = threading.Thread(target=in_thread, name="worker-thread")
+                t.start()
+            t.join()
+            assert "LoopToken" in repr(token)
+            return got
+
+        assert plait.run(main) == ["worker-thread"]
+
+    def test_current_clock_and_loop(self) -> None:
+        clock = MockClock()
+
+        async def main() -> None:
+            assert current_clock() is clock
+            assert isinstance(current_loop(), plait.Loop)
+            assert current_loop().time() == plait.current_time()
+
+        plait.run(main, clock=clock)
+
+    @pytest.mark.parametrize("fn", [current_clock, current_loop, current_token, current_task])
+    def test_outside_a_run(self, fn: Any) -> None:
+        with pytest.raises(RuntimeError, match=r"plait\.run"):
+            fn()
