@@ -167,10 +167,38 @@ class TestSystemTasks:
             spawn_system_task(service)
             await plait.sleep_forever()
 
+        # The crash is raised as it is: the main task's Cancelled (which the crash
+        # caused) is not reported alongside it.
+        with pytest.raises(ValueError, match="service broke"):
+            vrun(main)
+
+    def test_system_task_keyboard_interrupt_is_not_wrapped(self) -> None:
+        async def service() -> None:
+            await plait.sleep(1)
+            raise KeyboardInterrupt
+
+        async def main() -> None:
+            spawn_system_task(service)
+            await plait.sleep_forever()
+
+        with pytest.raises(KeyboardInterrupt):
+            vrun(main)
+
+    def test_system_crash_and_main_error_are_both_reported(self) -> None:
+        async def service() -> None:
+            await plait.sleep(1)
+            raise ValueError("service broke")
+
+        async def main() -> None:
+            spawn_system_task(service)
+            try:
+                await plait.sleep_forever()
+            finally:
+                raise KeyError("main broke too")
+
         with pytest.raises(BaseExceptionGroup) as info:
             vrun(main)
-        kinds = {type(e) for e in info.value.exceptions}
-        assert ValueError in kinds
+        assert {type(e) for e in info.value.exceptions} == {ValueError, KeyError}
 
     def test_spawn_system_task_outside_run(self) -> None:
         async def main() -> None:

@@ -24,6 +24,7 @@ from ._exceptions import Cancelled as Cancelled
 from ._exceptions import ClosedResourceError as ClosedResourceError
 from ._exceptions import Deadlock as Deadlock
 from ._exceptions import EndOfStream as EndOfStream
+from ._exceptions import TaskCancelled as TaskCancelled
 from ._exceptions import WouldBlock as WouldBlock
 from ._gather import as_completed as as_completed
 from ._gather import coroutine as coroutine

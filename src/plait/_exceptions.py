@@ -10,6 +10,7 @@ __all__ = [
     "ClosedResourceError",
     "Deadlock",
     "EndOfStream",
+    "TaskCancelled",
     "WouldBlock",
 ]
 
@@ -21,6 +22,17 @@ class Cancelled(BaseException):
     inside it raises a new ``Cancelled``. Do not catch it except to clean up (and then
     re-raise); the scope that caused it catches it when it exits. It derives from
     ``BaseException`` so that ``except Exception`` does not swallow it.
+    """
+
+    __module__ = "plait"
+
+
+class TaskCancelled(Cancelled):
+    """Raised by ``await task`` and ``task.result()`` when that task was cancelled.
+
+    It is a ``Cancelled`` (so ``except plait.Cancelled`` catches it, as asyncio users
+    expect) but it reports *another* task's fate: no cancel scope ever catches it, so it
+    can never be mistaken for the cancellation of the task that joins.
     """
 
     __module__ = "plait"

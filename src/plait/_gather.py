@@ -17,10 +17,13 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from ._core._cancel import CancelScope
-from ._core._local import current_loop
+from ._core._kernel import Loop
+from ._core._local import current_loop, current_loop_or_none
+from ._core._spawn import coerce_coroutine
 from ._core._task import Task
 from ._core._taskgroup import TaskGroup
 from ._core._traps import Abort, RaiseCancelT, checkpoint, wait_task_rescheduled
+from ._exceptions import BusyResourceError
 from ._util import describe, public
 
 __all__ = ["as_completed", "coroutine", "gather"]
@@ -94,26 +97,85 @@ async def gather(*aws: Awaitable[Any], return_exceptions: bool = False) -> list[
 
 
 class _Collector:
-    """The group of the tasks an ``as_completed`` iterator started."""
+    """The group of an ``as_completed`` iterator's own tasks, and the watcher of the
+    tasks it was given. Tasks refer to it, not to the iterator, so an abandoned
+    iterator can be garbage collected (and then cancels its tasks)."""
 
-    __slots__ = ("done", "loop", "pending", "scope", "waiter")
+    __slots__ = ("abandoned", "done", "foreign", "loop", "own", "scope", "waiter")
 
-    def __init__(self) -> None:
+    def __init__(self, loop: Loop) -> None:
+        self.loop = loop
         self.done: deque[Task] = deque()
-        self.pending = 0
+        self.own = 0  # own tasks still running
+        self.foreign: dict[Task, Callable[[Task], None]] = {}  # watched, not done yet
         self.waiter: Task | None = None
+        self.abandoned = False
         self.scope = CancelScope()
-        self.loop: Any = None
+        task = loop._current_task
+        parent = task._scope if task is not None else loop._system_scope
+        assert parent is not None
+        self.scope._attach(parent, loop)
+
+    def pending(self) -> int:
+        return self.own + len(self.foreign)
+
+    def watch(self, task: Task) -> None:
+        def finished(t: Task) -> None:
+            del self.foreign[t]
+            self.arrived(t)
+
+        self.foreign[task] = finished
+        if task._joiners is None:
+            task._joiners = []
+        task._joiners.append(finished)
+
+    def unwatch_all(self) -> None:
+        for task, fn in self.foreign.items():
+            if task._joiners is not None and fn in task._joiners:
+                task._joiners.remove(fn)
+        self.foreign.clear()
 
     def _kernel_child_exited(self, task: Task, exc: BaseException | None) -> None:
-        self.finished(task)
+        self.own -= 1
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            # Never swallowed: they end the whole run, as from any other task.
+            group = self.loop._system_group
+            if group is not None:
+                group.crash(exc)
+        self.arrived(task)
+        if not self.own and self.scope._cancel_called and not self.scope._exited:
+            self.scope._detach()
 
-    def finished(self, task: Task) -> None:
-        self.pending -= 1
+    def arrived(self, task: Task) -> None:
+        if self.abandoned:
+            self.report(task)
+            return
         self.done.append(task)
         waiter, self.waiter = self.waiter, None
         if waiter is not None:
             self.loop._kernel_reschedule(waiter, None, None)
+
+    def report(self, task: Task) -> None:
+        exc = task._exception
+        if exc is not None and not isinstance(exc, KeyboardInterrupt | SystemExit):
+            self.loop.call_exception_handler(
+                {
+                    "message": f"as_completed(): task {task.name!r} failed after the "
+                    "iteration was abandoned",
+                    "exception": exc,
+                    "task": task,
+                }
+            )
+
+    def abandon(self) -> None:
+        """The iterator was garbage collected: cancel, stop watching, report errors."""
+        self.abandoned = True
+        self.unwatch_all()
+        self.scope.cancel()
+        if not self.own and not self.scope._exited:
+            self.scope._detach()
+        while self.done:
+            self.report(self.done.popleft())
 
 
 @public
@@ -121,14 +183,18 @@ class as_completed(AsyncIterator[Task]):
     """Iterate over the awaitables' tasks in the order they finish.
 
     ``async for task in plait.as_completed([f(), g()]): print(task.result())``.
-    Coroutines are started as tasks on the first iteration; :class:`Task` arguments are
+    Coroutines are started as tasks (inside the caller's cancel scopes: cancelling the
+    caller cancels them) on the first iteration; :class:`Task` arguments are only
     watched. Each yielded task is done: ``task.result()`` returns its value or raises.
-    Leaving early (``break``) and then ``await it.aclose()`` — or using
-    ``async with plait.as_completed(...) as it`` — cancels the tasks still running.
+    Cancelling one ``__anext__`` (a timeout around it) only stops that wait. Leaving
+    early and calling ``await it.aclose()`` -- or using ``async with
+    plait.as_completed(...) as it`` -- cancels the tasks it started and raises the
+    errors of those that failed without being consumed; an abandoned iterator cancels
+    them when garbage collected.
     """
 
     def __init__(self, aws: Iterable[Awaitable[Any]]) -> None:
-        self._collector = _Collector()
+        self._collector: _Collector | None = None
         self._closed = False
         self._aws: list[Any] | None = list(aws)
         for aw in self._aws:
@@ -138,40 +204,44 @@ class as_completed(AsyncIterator[Task]):
                 _close_all(self._aws)
                 self._aws = None
                 raise
+        # Created in a task, the tasks will live in the cancel scopes in force *here*
+        # (a timeout around one later iteration does not reach them).
+        loop = current_loop_or_none()
+        if loop is not None and loop._current_task is not None:
+            self._collector = _Collector(loop)
 
-    def _start(self) -> None:
+    def _start(self) -> _Collector:
         aws, self._aws = self._aws, None
         assert aws is not None
-        loop = current_loop("plait.as_completed()")
         c = self._collector
-        c.loop = loop
-        assert loop._system_scope is not None
-        c.scope._attach(loop._system_scope, loop)
+        if c is None:
+            c = self._collector = _Collector(current_loop("plait.as_completed()"))
         for aw in aws:
-            c.pending += 1
             if isinstance(aw, Task):
                 if aw.done():
-                    c.finished(aw)
+                    c.done.append(aw)
                 else:
-                    if aw._joiners is None:
-                        aw._joiners = []
-                    aw._joiners.append(c.finished)
+                    c.watch(aw)
             else:
-                from ._core._spawn import coerce_coroutine
-
                 coro = coerce_coroutine(aw, (), "plait.as_completed()")
-                loop._spawn(coro, c, c.scope, None)
+                c.own += 1
+                c.loop._spawn(coro, c, c.scope, None)
+        return c
 
     async def __anext__(self) -> Task:
-        if self._aws is not None:
-            self._start()
-        c = self._collector
-        if not c.done and c.pending and not self._closed:
+        c = self._start() if self._aws is not None else self._collector
+        if c is None or self._closed:
+            raise StopAsyncIteration
+        if not c.done and c.pending():
+            if c.waiter is not None:
+                raise BusyResourceError(
+                    "another task is already iterating over this as_completed(); "
+                    "iterate from one task only"
+                )
             c.waiter = current_loop("plait.as_completed()")._current_task
 
             def abort(_: RaiseCancelT) -> Abort:
                 c.waiter = None
-                c.scope.cancel()  # the consumer is cancelled: so are its tasks
                 return Abort.SUCCEEDED
 
             await wait_task_rescheduled(abort)
@@ -179,23 +249,48 @@ class as_completed(AsyncIterator[Task]):
             await checkpoint()
         if c.done:
             return c.done.popleft()
-        c.scope._detach()
+        if not c.scope._exited:
+            c.scope._detach()
         raise StopAsyncIteration
 
     async def aclose(self) -> None:
-        """Cancel the tasks still running and wait for them. A checkpoint."""
+        """Cancel the tasks this iterator started, stop watching the others, and wait
+        for its own to finish. Raises an ``ExceptionGroup`` of the errors of tasks that
+        finished but were never consumed. A checkpoint; cancellable."""
+        if self._closed:
+            await checkpoint()
+            return
+        self._closed = True
         if self._aws is not None:
             _close_all(self._aws)
             self._aws = None
+            await checkpoint()
             return
         c = self._collector
+        assert c is not None
+        c.unwatch_all()
         c.scope.cancel()
-        while c.pending:
+        while c.own:
             c.waiter = current_loop("as_completed.aclose()")._current_task
-            await wait_task_rescheduled(lambda _: Abort.FAILED)
+
+            def abort(_: RaiseCancelT) -> Abort:
+                c.waiter = None
+                return Abort.SUCCEEDED
+
+            await wait_task_rescheduled(abort)
+        if not c.scope._exited:
+            c.scope._detach()
+        errors = [
+            t._exception
+            for t in c.done
+            if t._exception is not None
+            and not isinstance(t._exception, KeyboardInterrupt | SystemExit)
+        ]
         c.done.clear()
-        c.scope._detach()
-        self._closed = True
+        if errors:
+            raise BaseExceptionGroup(
+                "as_completed(): tasks failed and were never consumed", errors
+            )
 
     async def __aenter__(self) -> as_completed:
         return self
@@ -207,8 +302,13 @@ class as_completed(AsyncIterator[Task]):
 
     def __del__(self) -> None:
         c = self._collector
-        if c.pending and c.loop is not None and not c.loop.is_closed():
-            c.loop.call_soon_threadsafe(c.scope.cancel)
+        if c is None or self._closed or c.loop.is_closed():
+            return
+        if self._aws is not None:  # never iterated: nothing started
+            _close_all(self._aws)
+            c.loop.call_soon_threadsafe(c.abandon)
+        elif c.pending() or c.done:
+            c.loop.call_soon_threadsafe(c.abandon)
 
 
 @public

@@ -39,7 +39,7 @@ def _park_until(loop: Any, deadline: float) -> Any:
     timers = loop._timers
     entry = (
         None
-        if math.isinf(deadline)
+        if deadline == math.inf
         else timers.push(deadline, loop._kernel_wake, loop._current_task)
     )
 

@@ -30,6 +30,7 @@ __all__ = [
     "current_loop",
     "current_task",
     "current_token",
+    "notify_closing",
     "reschedule",
     "spawn_system_task",
     "wait_readable",
@@ -91,6 +92,13 @@ def spawn_system_task(fn: Any, *args: Any, name: str | None = None) -> Task:
         raise RuntimeError("spawn_system_task() needs a loop running plait.run()")
     coro = coerce_coroutine(fn, args, "spawn_system_task()")
     return loop._spawn(coro, loop._system_group, loop._system_scope, name)
+
+
+def notify_closing(fd: Any) -> None:
+    """Call this *before* closing an fd that tasks may be waiting on: they wake with
+    ``plait.ClosedResourceError``, callbacks registered on it are removed, and the OS
+    poller forgets it (so a new fd that reuses the number starts clean)."""
+    _current_loop("plait.lowlevel.notify_closing()")._notify_closing(fd)
 
 
 async def wait_readable(fd: Any) -> None:

@@ -89,7 +89,7 @@ class CancelScope:
         state = "cancelled" if self._cancel_called else ("active" if self._entered else "new")
         if self._exited:
             state = "exited"
-        extra = "" if math.isinf(self._deadline) else f" deadline={self._deadline:.6f}"
+        extra = "" if self._deadline == math.inf else f" deadline={self._deadline:.6f}"
         return f"<plait.CancelScope {state}{extra}{' shield' if self._shield else ''}>"
 
     # -- public properties -----------------------------------------------------------
@@ -157,7 +157,7 @@ class CancelScope:
             self._eff = True
         else:
             self._eff = not self._shield and parent is not None and parent._eff
-            if not math.isinf(self._deadline):
+            if self._deadline != math.inf:
                 self._arm_timer()
 
     def _detach(self) -> None:
@@ -165,6 +165,11 @@ class CancelScope:
         parent = self._parent
         if parent is not None and parent._children is not None:
             parent._children.pop(self, None)
+        if self._children and parent is not None:
+            # Scopes that outlive this one (those of an as_completed iterator) keep
+            # hearing of cancellations from further out.
+            for child in list(self._children):
+                child._reparent(parent)
         if self._timer is not None and self._loop is not None:
             self._loop._timers.cancel(self._timer)
             self._timer = None
@@ -189,7 +194,7 @@ class CancelScope:
         if self._timer is not None:
             loop._timers.cancel(self._timer)
             self._timer = None
-        if math.isinf(self._deadline):
+        if self._deadline == math.inf:
             return
         if self._deadline <= loop._clock.current_time():
             self.cancel()
@@ -197,21 +202,28 @@ class CancelScope:
             self._timer = loop._timers.push(self._deadline, _deadline_fired, self)
 
     def _recompute(self) -> None:
-        """Re-derive ``_eff`` here and below; wake parked tasks that became cancelled."""
-        parent = self._parent
-        eff = self._cancel_called or (not self._shield and parent is not None and parent._eff)
-        if eff == self._eff:
-            return
-        self._eff = eff
-        if eff and self._tasks:
-            loop = self._loop
-            assert loop is not None
-            for task in list(self._tasks):
-                if task._abort_fn is not None:
-                    loop._kernel_try_abort(task)
-        if self._children:
-            for child in list(self._children):
-                child._recompute()
+        """Re-derive ``_eff`` here and below; wake parked tasks that became cancelled.
+
+        Iterative (a stack, not recursion), so deep nesting cannot hit the recursion
+        limit; a subtree whose ``_eff`` does not change is not visited."""
+        stack = [self]
+        while stack:
+            scope = stack.pop()
+            parent = scope._parent
+            eff = scope._cancel_called or (
+                not scope._shield and parent is not None and parent._eff
+            )
+            if eff == scope._eff:
+                continue
+            scope._eff = eff
+            if eff and scope._tasks:
+                loop = scope._loop
+                assert loop is not None
+                for task in list(scope._tasks):
+                    if task._abort_fn is not None:
+                        loop._kernel_try_abort(task)
+            if scope._children:
+                stack.extend(reversed(scope._children))
 
     # -- the context manager ---------------------------------------------------------
 
@@ -267,11 +279,13 @@ class CancelScope:
         return self._catch(exc)
 
     def _catch(self, exc: BaseException) -> bool:
-        if isinstance(exc, Cancelled):
+        # Only a plain Cancelled is a scope's to catch; a TaskCancelled reports on
+        # another task and passes through.
+        if type(exc) is Cancelled:
             self._cancelled_caught = True
             return True
         if isinstance(exc, BaseExceptionGroup):
-            matched, rest = exc.split(Cancelled)
+            matched, rest = exc.split(is_scope_cancellation)
             if matched is None:
                 return False
             self._cancelled_caught = True
@@ -285,6 +299,11 @@ class CancelScope:
                 rest.__context__ = context
                 del rest, exc, context, matched
         return False
+
+
+def is_scope_cancellation(exc: BaseException) -> bool:
+    """True for the ``Cancelled`` a cancel scope raises and catches."""
+    return type(exc) is Cancelled
 
 
 def _deadline_fired(scope: CancelScope) -> None:

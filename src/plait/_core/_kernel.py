@@ -37,7 +37,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
-from .._exceptions import Cancelled
+from .._exceptions import Cancelled, ClosedResourceError
 from .._util import check_deadline, check_seconds, describe
 from ._cancel import CancelScope
 from ._clock import Clock, SystemClock
@@ -81,12 +81,31 @@ class _RootGroup:
     def _kernel_child_exited(self, task: Task, exc: BaseException | None) -> None:
         if exc is None or not self.system:
             return
-        loop = self.loop
-        assert loop._system_scope is not None and loop._root_scope is not None
-        if isinstance(exc, Cancelled) and loop._system_scope._eff:
+        assert self.loop._system_scope is not None
+        if type(exc) is Cancelled and self.loop._system_scope._eff:
             return
+        self.crash(exc)
+
+    def crash(self, exc: BaseException) -> None:
+        """End the run: cancel every task; ``plait.run`` raises ``exc`` at the end."""
         self.crashes.append(exc)
-        loop._root_scope.cancel()
+        assert self.loop._root_scope is not None
+        self.loop._root_scope.cancel()
+
+
+def _crash_error(main_error: BaseException | None, crashes: list[BaseException]) -> BaseException:
+    """What ``plait.run`` raises when system tasks crashed: KeyboardInterrupt or
+    SystemExit as they are; one crash as it is; else a group. The main task's
+    Cancelled is dropped: the crash caused it."""
+    for exc in crashes:
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            return exc
+    errors = (
+        crashes if type(main_error) is Cancelled or main_error is None else [main_error, *crashes]
+    )
+    if len(errors) == 1:
+        return errors[0]
+    return BaseExceptionGroup("plait system task(s) crashed", errors)
 
 
 class _AsyncioGuard:
@@ -302,7 +321,7 @@ class Loop:
             raise TypeError(f"call_at() needs a callable, got {describe(callback)}")
         self._check_open()
         handle = TimerHandle(when, callback, args, context, self)
-        if not math.isinf(when):
+        if when != math.inf:
             handle._entry = self._timers.push(when, self._ready.append, handle)
         return handle
 
@@ -343,14 +362,34 @@ class Loop:
         self._reactor.set(fd, which, Handle(callback, args, None))
         if old is None:
             self._nfd_callbacks += 1
+        else:
+            old.cancel()  # it may be queued by this very poll: it must not run
 
     def _clear_fd_callback(self, which: int, fd: Any) -> bool:
         old = self._reactor.get(fd, which)
         if not isinstance(old, Handle):
             return False
-        self._reactor.clear(fd, which, eager=True)
         self._nfd_callbacks -= 1
+        old.cancel()  # it may be queued by this very poll: it must not run
+        self._reactor.clear(fd, which, eager=True)
         return True
+
+    def _notify_closing(self, fd: Any) -> None:
+        """``fd`` is about to be closed: wake its waiting tasks with
+        ClosedResourceError, drop its callbacks, and unregister it from the OS."""
+        for which in (READABLE, WRITABLE):
+            old = self._reactor.get(fd, which)
+            if isinstance(old, Task):
+                self._reactor.clear(fd, which)
+                if old._abort_fn is not None:
+                    self._kernel_reschedule(
+                        old,
+                        None,
+                        ClosedResourceError(f"fd {fd!r} was closed while this task waited on it"),
+                    )
+            elif isinstance(old, Handle):
+                self._clear_fd_callback(which, fd)
+        self._reactor.forget(fd)
 
     def add_reader(self, fd: Any, callback: Callable[..., object], *args: Any) -> None:
         """Call ``callback(*args)`` whenever ``fd`` is readable (replaces an earlier one)."""
@@ -424,6 +463,8 @@ class Loop:
             system_scope.cancel()
             while self._ntasks:
                 self._run_once()
+            if self._ki_pending:  # Ctrl-C during the last iteration: not lost
+                self._kernel_interrupted(KeyboardInterrupt())
         finally:
             if restore_sigint is not None:
                 restore_sigint()
@@ -437,10 +478,8 @@ class Loop:
         ki = self._kernel_take_ki()
         if ki is not None:
             error = ki
-        if crashes:
-            error = BaseExceptionGroup(
-                "plait system task(s) crashed", ([error] if error is not None else []) + crashes
-            )
+        elif crashes:
+            error = _crash_error(error, crashes)
         if error is not None:
             try:
                 raise error
@@ -496,7 +535,7 @@ class Loop:
         # A broken abort_fn is a bug in the primitive that parked the task, not in the
         # kernel or in whoever cancelled: the error goes to the parked task.
         try:
-            outcome = abort_fn(_raise_cancel)
+            outcome: object = abort_fn(_raise_cancel)
         except BaseException as exc:
             if exc.__traceback__ is not None:  # drop this kernel frame
                 exc.__traceback__ = exc.__traceback__.tb_next
@@ -566,22 +605,27 @@ class Loop:
             scope._detach()
             assert scope._parent is not None
             scope = scope._parent
+        if type(exc) is Cancelled:
+            # Ended by a cancellation: the task is "cancelled", not "failed". Its group
+            # still gets the Cancelled (its scope, or an outer one, catches it) unless
+            # the task's own scope (from Task.cancel()) caused it.
+            task._was_cancelled = True
+            own = task._own_scope
+            if own is not None and own._cancel_called:
+                parent = own._parent
+                if not (parent is not None and parent._eff):
+                    exc = None
+        else:
+            task._exception = exc
+            if exc is not None:
+                task._exception_tb = exc.__traceback__
         own = task._own_scope
         if own is not None:
             own._detach()
-            parent = own._parent
-            if (
-                isinstance(exc, Cancelled)
-                and own._cancel_called
-                and not (parent is not None and parent._eff)
-            ):
-                task._was_cancelled = True
-                exc = None
             own._owner = None
             task._own_scope = None
         task._done = True
         task._result = result
-        task._exception = exc
         task._coro = task._send = task._context = None  # type: ignore[assignment]
         joiners, task._joiners = task._joiners, None
         group, task._group = task._group, None

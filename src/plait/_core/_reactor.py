@@ -102,8 +102,12 @@ class Reactor:
             st.reader = obj
         else:
             st.writer = obj
+        fresh = not st.want & which
         st.want |= which
-        if st.registered & which != which:
+        # Fresh interest always tells the OS, even if the lazy registration seems to
+        # cover it: the fd may have been closed since, and its number reused by a new
+        # fd the OS has never heard of. (One epoll_ctl per wait, not two.)
+        if fresh or st.registered & which != which:
             try:
                 self._register(fdn, st, st.registered | which)
             except BaseException:
@@ -132,8 +136,16 @@ class Reactor:
         else:
             old, st.writer = st.writer, None
         st.want &= ~which
-        if eager and st.registered & ~st.want:
-            self._register(fd, st, st.want)
+        if fd in self._always_ready and not st.want:
+            # No syscall involved: drop it now, so that a stale entry can never make
+            # every poll return at once.
+            self._always_ready.discard(fd)
+            st.registered = 0
+        elif eager and st.registered & ~st.want:
+            try:
+                self._register(fd, st, st.want)
+            except OSError:
+                st.registered = st.want  # closed already: the OS dropped it itself
         if not st.want and not st.registered:
             del self._fds[fd]
         return old
@@ -229,7 +241,7 @@ class Reactor:
             events = self._epoll.poll(timeout)
         except InterruptedError:  # pragma: no cover - PEP 475 retries for us
             events = []
-        self.raw_events = len(events)
+        self.raw_events = len(events) + len(self._always_ready)
         for fd, ev in events:
             st = fds.get(fd)
             if st is None:
@@ -267,7 +279,7 @@ class Reactor:
         assert sel is not None
         fds = self._fds
         ready = sel.select(None if timeout < 0 else timeout)
-        self.raw_events = len(ready)
+        self.raw_events = len(ready) + len(self._always_ready)
         for key, ev in ready:
             st = fds.get(key.fd)
             if st is None:

@@ -15,9 +15,10 @@ from __future__ import annotations
 import contextvars
 import itertools
 from collections.abc import Callable, Coroutine, Generator
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .._exceptions import Cancelled
+from .._exceptions import TaskCancelled
 from ._traps import Abort, RaiseCancelT, checkpoint, wait_task_rescheduled
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ class Task:
         "_coro",
         "_done",
         "_exception",
+        "_exception_tb",
         "_group",
         "_joiners",
         "_loop",
@@ -85,6 +87,9 @@ class Task:
         self._was_cancelled = False
         self._result: Any = None
         self._exception: BaseException | None = None
+        # The traceback the exception had when the task ended: every re-raise starts
+        # from it again, so joining many times does not grow it.
+        self._exception_tb: TracebackType | None = None
         # None, or a list of callables(task) run when the task is done (joiners first).
         self._joiners: list[Callable[[Task], object]] | None = None
 
@@ -106,7 +111,8 @@ class Task:
         return self._done
 
     def cancelled(self) -> bool:
-        """True if the task finished because of :meth:`cancel`."""
+        """True if the task ended by being cancelled (by :meth:`cancel`, its group, or
+        any cancel scope around it)."""
         return self._was_cancelled
 
     def _check_done(self, what: str) -> None:
@@ -117,24 +123,26 @@ class Task:
             )
 
     def result(self) -> Any:
-        """The task's return value; re-raises its exception; raises ``Cancelled`` if it
-        was cancelled; ``RuntimeError`` if it has not finished."""
+        """The task's return value; re-raises its exception; raises
+        :class:`plait.TaskCancelled` if it was cancelled; ``RuntimeError`` if it has not
+        finished."""
         self._check_done("result")
         if self._was_cancelled:
-            raise Cancelled(f"task {self.name!r} was cancelled")
+            raise TaskCancelled(f"task {self.name!r} was cancelled")
         exc = self._exception
         if exc is not None:
             try:
-                raise exc
+                raise exc.with_traceback(self._exception_tb)
             finally:
                 del exc, self  # this frame joins the traceback: keep no cycle
         return self._result
 
     def exception(self) -> BaseException | None:
-        """The exception the task raised, or None; ``Cancelled`` if it was cancelled."""
+        """The exception the task raised, or None; a :class:`plait.TaskCancelled` if it
+        was cancelled. ``RuntimeError`` if it has not finished."""
         self._check_done("exception")
         if self._was_cancelled:
-            return Cancelled(f"task {self.name!r} was cancelled")
+            return TaskCancelled(f"task {self.name!r} was cancelled")
         return self._exception
 
     def cancel(self) -> None:

@@ -46,6 +46,7 @@ class TaskGroup:
         "_errors",
         "_loop",
         "_parent_task",
+        "_pending_starts",
         "_scope",
         "_waiting",
     )
@@ -61,6 +62,8 @@ class TaskGroup:
         # Invariant: _waiting is True exactly while the parent is parked in __aexit__.
         self._waiting = False
         self._abort_recorded = False
+        # start() calls whose task has not moved in yet: they keep the group open.
+        self._pending_starts = 0
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("open" if self._entered else "new")
@@ -131,6 +134,7 @@ class TaskGroup:
             )
         status = TaskStatus(self)
         error: BaseException | None = None
+        self._pending_starts += 1
         try:
             async with TaskGroup() as temp:
                 status._temp = temp
@@ -144,12 +148,20 @@ class TaskGroup:
             if len(group.exceptions) != 1:
                 raise
             error = group.exceptions[0]
+        finally:
+            self._pending_starts -= 1
+            self._maybe_release_parent()
         if error is not None:
             try:
                 raise error
             finally:
                 del error
         if not status._started:
+            child, status._task = status._task, None
+            if child is not None and child.cancelled():
+                raise RuntimeError(
+                    f"{callable_name(fn)}() was cancelled before it called task_status.started()"
+                )
             raise RuntimeError(
                 f"{callable_name(fn)}() returned without calling task_status.started(); a "
                 "function passed to TaskGroup.start() must call it once it is ready"
@@ -165,7 +177,7 @@ class TaskGroup:
     ) -> bool:
         if exc is not None:
             self._add_error(exc)
-        if self._children:
+        if self._children or self._pending_starts:
             self._waiting = True
             await wait_task_rescheduled(self._abort_wait)
         self._closed = True
@@ -182,7 +194,7 @@ class TaskGroup:
             raising = BaseExceptionGroup("errors in a plait.TaskGroup", errors)
             if self._scope.__exit__(type(raising), raising, raising.__traceback__):
                 return True
-            if all(isinstance(e, Cancelled) for e in errors):
+            if all(type(e) is Cancelled for e in errors):
                 raising = errors[0]
         else:
             self._scope.__exit__(type(raising), raising, raising.__traceback__)
@@ -194,26 +206,37 @@ class TaskGroup:
             del raising, errors, exc
 
     def _abort_wait(self, raise_cancel: RaiseCancelT) -> Abort:
-        # The parent is cancelled from outside while waiting for children: cancel them and
-        # keep waiting (a group never returns before its children). Remember the
-        # Cancelled so it reaches the scope that caused it.
+        # The parent is cancelled from outside while waiting for children. The same
+        # cancellation reaches the children through the scope tree; the parent keeps
+        # waiting (a group never returns before its children) and remembers the
+        # Cancelled so that it reaches the scope that caused it.
         if not self._abort_recorded:
             self._abort_recorded = True
-            self._add_error(Cancelled())
+            self._errors.append(Cancelled())
         return Abort.FAILED
 
     def _add_error(self, exc: BaseException) -> None:
         self._errors.append(exc)
-        self._scope.cancel()
+        if type(exc) is not Cancelled:
+            # A real error cancels the siblings. (A Cancelled means an enclosing scope
+            # is cancelled already; cancelling ours too would only misreport it.)
+            self._scope.cancel()
 
     def _kernel_child_exited(self, task: Task, exc: BaseException | None) -> None:
         self._children.discard(task)
         if exc is not None:
             self._add_error(exc)
-        if self._waiting and not self._children:
+        self._maybe_release_parent()
+
+    def _maybe_release_parent(self) -> None:
+        """Once nothing can join any more, close the group (synchronously, so no task
+        can spawn into it between now and the parent's next step) and wake the parent."""
+        if self._waiting and not self._children and not self._pending_starts:
             self._waiting = False
+            self._closed = True
             parent = self._parent_task
-            assert parent is not None and self._loop is not None
+            assert parent is not None
+            assert self._loop is not None
             self._loop._kernel_reschedule(parent, None, None)
 
 
@@ -257,10 +280,7 @@ class TaskStatus:
         task._group = target
         _reparent_task(task, temp._scope, target._scope)
         self._task = None
-        if temp._waiting and not temp._children:
-            temp._waiting = False
-            assert temp._parent_task is not None
-            loop._kernel_reschedule(temp._parent_task, None, None)
+        temp._maybe_release_parent()
 
 
 def _reparent_task(task: Task, old_root: CancelScope, new_root: CancelScope) -> None:
