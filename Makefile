@@ -48,7 +48,8 @@ OTHER_VERSIONS := $(foreach p,$(wordlist 2,9,$(PYTHONS)),$(patsubst python%,%,$(
 pytest-others: $(foreach v,$(OTHER_VERSIONS),.venv-$(v)/.stamp)
 	@for v in $(OTHER_VERSIONS); do \
 	  echo "== pytest on python$$v"; \
-	  .venv-$$v/bin/python -m pytest -q -p no:cacheprovider || exit 1; \
+	  .venv-$$v/bin/python -m pytest -q -p no:cacheprovider --cov=plait --cov-branch \
+	    --cov-report=term:skip-covered || exit 1; \
 	done
 
 test: check pytest pytest-others

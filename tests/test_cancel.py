@@ -12,12 +12,9 @@ import socket
 import pytest
 
 import plait
+from helpers import vrun as run
 from plait.lowlevel import Abort, reschedule, wait_readable, wait_task_rescheduled, wait_writable
 from plait.testing import MockClock, wait_all_tasks_blocked
-
-
-def run(fn, *args, clock=None):
-    return plait.run(fn, *args, clock=clock or MockClock(autojump_threshold=0))
 
 
 def run_child(child, act=None):
@@ -603,3 +600,83 @@ class TestTaskGroupCancel:
 
         assert run(main) == (True, [True, True, True])
         assert sorted(log) == [0, 1, 2]
+
+
+class TestRegressions:
+    def test_minus_infinity_deadlines_fire(self):
+        async def main():
+            caught = []
+            with plait.CancelScope(deadline=-math.inf) as scope:
+                await plait.sleep(1)
+            caught.append(scope.cancelled_caught)
+            with plait.move_on_at(-math.inf) as scope:
+                await plait.sleep(1)
+            caught.append(scope.cancelled_caught)
+            with plait.CancelScope() as scope:
+                scope.deadline = -math.inf  # while running
+                await plait.sleep(1)
+            caught.append(scope.cancelled_caught)
+            return caught, plait.current_time()
+
+        assert run(main) == ([True, True, True], 0.0)
+
+    @pytest.mark.parametrize("bad_first", [False, True])
+    def test_a_raising_abort_fn_does_not_stop_the_cancellation_of_the_others(self, bad_first):
+        # The broken abort_fn's error goes to its own task; every other task in the
+        # cancelled subtree is still woken, and whoever cancelled sees no error.
+        log = []
+
+        async def bad_wait():
+            def abort(_):
+                raise RuntimeError("buggy abort_fn")
+
+            await wait_task_rescheduled(abort)
+
+        async def sleeper():
+            try:
+                await plait.sleep(3600)
+            except plait.Cancelled:
+                log.append(("sleeper cancelled", plait.current_time()))
+                raise
+
+        async def main():
+            scope = plait.CancelScope()
+
+            async def canceller():
+                await plait.sleep(1)
+                scope.cancel()
+                log.append("cancel() returned")
+
+            async with plait.TaskGroup() as tg:
+                tg.spawn(canceller)
+                with scope:
+                    async with plait.TaskGroup() as inner:
+                        for fn in (bad_wait, sleeper) if bad_first else (sleeper, bad_wait):
+                            inner.spawn(fn)
+
+        with pytest.raises(ExceptionGroup) as info:
+            run(main)
+        assert log == ["cancel() returned", ("sleeper cancelled", 1.0)]
+        matched, rest = info.value.split(RuntimeError)
+        assert rest is None
+        assert matched is not None
+        (inner_group,) = matched.exceptions
+        assert [str(e) for e in inner_group.exceptions] == ["buggy abort_fn"]
+
+    def test_shielded_block_in_a_cancelled_scope(self):
+        # Cancellation is delivered at checkpoints only: leaving the shield without a
+        # checkpoint leaves the scope without a Cancelled to catch; the next checkpoint
+        # in the cancelled scope raises.
+        async def main():
+            with plait.CancelScope() as quiet:
+                quiet.cancel()
+                with plait.CancelScope(shield=True):
+                    await plait.sleep(1)
+            with plait.CancelScope() as loud:
+                loud.cancel()
+                with plait.CancelScope(shield=True):
+                    await plait.sleep(1)
+                await plait.checkpoint()
+            return quiet.cancelled_caught, loud.cancelled_caught, plait.current_time()
+
+        assert run(main) == (False, True, 2.0)

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
+import gc
 import inspect
 from typing import Any
 
 import pytest
 
 import plait
-from plait.testing import MockClock, wait_all_tasks_blocked
-
-
-def vrun(fn: Any, *args: Any) -> Any:
-    """plait.run on virtual time: sleeps finish at once."""
-    return plait.run(fn, *args, clock=MockClock(autojump_threshold=0))
+from helpers import vrun
+from plait.testing import wait_all_tasks_blocked
 
 
 async def work(log: list[str], seconds: float, value: Any) -> Any:
@@ -322,3 +319,166 @@ class TestAsCompleted:
             assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED
 
         vrun(main)
+
+
+async def stubborn(log: list[str], cleanup: float) -> None:
+    """Sleeps forever; once cancelled, takes ``cleanup`` seconds (shielded) to finish."""
+    try:
+        await plait.sleep_forever()
+    finally:
+        with plait.CancelScope(shield=True):
+            await plait.sleep(cleanup)
+        log.append(f"stubborn finished at {plait.current_time()}")
+
+
+class TestRegressions:
+    def test_gather_joining_a_task_cancelled_elsewhere_raises(self) -> None:
+        log: list[str] = []
+
+        async def main() -> None:
+            async with plait.TaskGroup() as tg:
+                victim = tg.spawn(plait.sleep_forever)
+                await wait_all_tasks_blocked()
+                victim.cancel()
+                with pytest.raises(plait.TaskCancelled):
+                    await plait.gather(victim, work(log, 1, 42))
+            assert log == ["42 cancelled"]
+
+        vrun(main)
+
+    def test_aclose_does_not_wait_for_watched_tasks(self) -> None:
+        async def main() -> None:
+            async with plait.TaskGroup() as tg:
+                t = tg.spawn(work, [], 5, "foreign")
+                it = plait.as_completed([t])
+                with plait.move_on_after(1):
+                    async for _ in it:
+                        pytest.fail("nothing finished yet")
+                await it.aclose()
+                assert plait.current_time() == 1
+                assert not t.done()
+            assert t.result() == "foreign"
+
+        vrun(main)
+
+    def test_aclose_is_cancellable(self) -> None:
+        log: list[str] = []
+
+        async def main() -> None:
+            it = plait.as_completed([stubborn(log, 10)])
+            with plait.move_on_after(1):
+                async for _ in it:
+                    pytest.fail("nothing finished yet")
+            with plait.move_on_after(2) as scope:
+                await it.aclose()  # cancels the task, which takes 10 s to finish
+            assert scope.cancelled_caught
+            assert plait.current_time() == 3
+            assert log == []
+
+        vrun(main)
+        assert log == ["stubborn finished at 11.0"]
+
+    def test_a_timeout_around_one_iteration_leaves_the_tasks_alone(self) -> None:
+        async def main() -> list[Any]:
+            got = []
+            it = plait.as_completed([work([], 1, "a"), work([], 3, "b")])
+            with plait.move_on_after(2) as scope:
+                async for t in it:
+                    got.append((t.result(), plait.current_time()))
+            assert scope.cancelled_caught
+            async for t in it:
+                assert not t.cancelled()
+                got.append((t.result(), plait.current_time()))
+            return got
+
+        assert vrun(main) == [("a", 1), ("b", 3)]
+
+    def test_keyboard_interrupt_in_a_task_ends_the_run(self) -> None:
+        async def main() -> str:
+            async with plait.as_completed(
+                [work([], 0, "fast"), fail_after_sleep(1, KeyboardInterrupt())]
+            ) as it:
+                async for t in it:
+                    assert t.result() == "fast"
+                    break
+                await plait.sleep(5)
+            return "normal return"
+
+        with pytest.raises(KeyboardInterrupt):
+            vrun(main)
+
+    def test_abandoned_iterators_leave_no_scope_or_task_behind(self) -> None:
+        log: list[str] = []
+
+        async def main() -> None:
+            loop = plait.lowlevel.current_loop()
+            scope = plait.current_task()._scope
+            before = dict(scope._children or {})
+            for _ in range(20):
+                async for _t in plait.as_completed([work(log, 0, "a"), work(log, 10, "b")]):
+                    break  # no aclose(): the iterator is garbage now
+            gc.collect()
+            await wait_all_tasks_blocked()
+            assert loop._ntasks == 1  # this task only
+            assert not loop._system_scope._children
+            assert dict(scope._children or {}) == before
+            assert plait.current_time() == 0
+
+        vrun(main)
+        assert sorted(set(log)) == ["a done", "b cancelled"]
+
+    def test_abandoned_iterator_reports_late_errors(self) -> None:
+        reported: list[BaseException] = []
+
+        async def fails_on_cancel() -> None:
+            try:
+                await plait.sleep_forever()
+            finally:
+                raise ValueError("failed while cancelled")
+
+        async def main() -> None:
+            plait.lowlevel.current_loop().set_exception_handler(
+                lambda loop, context: reported.append(context["exception"])
+            )
+            async for _ in plait.as_completed([work([], 0, "a"), fails_on_cancel()]):
+                break
+            gc.collect()
+            await wait_all_tasks_blocked()
+
+        vrun(main)
+        assert [str(e) for e in reported] == ["failed while cancelled"]
+
+    def test_aclose_raises_errors_nobody_consumed(self) -> None:
+        log: list[str] = []
+
+        async def main() -> None:
+            it = plait.as_completed(
+                [work(log, 1, "a"), fail_after_sleep(2, ValueError("unseen")), work(log, 9, "c")]
+            )
+            async for t in it:
+                assert t.result() == "a"
+                break
+            await plait.sleep(5)  # the failure arrives, nobody takes it
+            with pytest.raises(ExceptionGroup) as info:
+                await it.aclose()
+            assert [str(e) for e in info.value.exceptions] == ["unseen"]
+            assert sorted(log) == ["a done", "c cancelled"]
+
+        vrun(main)
+
+    def test_two_tasks_iterating_one_iterator(self) -> None:
+        async def main() -> list[Any]:
+            got = []
+            it = plait.as_completed([work([], 1, "a")])
+
+            async def consume() -> None:
+                got.extend([t.result() async for t in it])
+
+            async with plait.TaskGroup() as tg:
+                tg.spawn(consume)
+                await wait_all_tasks_blocked()
+                with pytest.raises(plait.BusyResourceError):
+                    await anext(it)
+            return got
+
+        assert vrun(main) == ["a"]

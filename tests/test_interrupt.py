@@ -94,3 +94,42 @@ def test_custom_sigint_handler_is_left_alone() -> None:
         [sys.executable, "-c", program], capture_output=True, text=True, timeout=30, check=False
     )
     assert proc.stdout.strip() == "ok", proc.stderr
+
+
+LAST_ITERATION = textwrap.dedent(
+    """
+    import functools, os, signal, sys
+    import plait
+
+    async def main():
+        loop = plait.lowlevel.current_loop()
+        # A C callable run by the loop: the innermost Python frame is plait's, so the
+        # handler only records the Ctrl-C; main then finishes in this very iteration
+        # ("checkpoint") or in a later one ("sleep").
+        loop.call_soon(functools.partial(os.kill, os.getpid(), signal.SIGINT))
+        if sys.argv[1] == "checkpoint":
+            await plait.checkpoint()
+        else:
+            await plait.sleep(0.001)
+        return "finished"
+
+    try:
+        result = plait.run(main)
+    except KeyboardInterrupt:
+        print("KeyboardInterrupt", flush=True)
+    else:
+        print("returned", result, flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("end", ["checkpoint", "sleep"])
+def test_ctrl_c_during_the_last_iteration_is_not_lost(end: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", LAST_ITERATION, end],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.stdout.splitlines() == ["KeyboardInterrupt"], proc.stdout + proc.stderr

@@ -36,16 +36,6 @@ def vloop() -> Iterator[plait.Loop]:
         yield loop
 
 
-@pytest.fixture
-def sockpair() -> Iterator[Pair]:
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    b.setblocking(False)
-    yield a, b
-    a.close()
-    b.close()
-
-
 class Errors:
     """An exception handler that records what it is given (a fake, not a mock)."""
 
@@ -664,3 +654,83 @@ class TestBadInput:
             getattr(loop, method)(r, print)
         remove = loop.remove_reader if method == "add_reader" else loop.remove_writer
         assert remove(r) is False
+
+
+class TestRegressions:
+    def test_call_at_minus_infinity_runs(self, vloop: plait.Loop) -> None:
+        log: list[str] = []
+        vloop.call_at(-math.inf, log.append, "-inf")
+        vloop.run()
+        assert log == ["-inf"]
+
+    @pytest.mark.parametrize("both", [False, True], ids=["reader", "reader+writer"])
+    def test_remove_after_the_fd_was_closed(self, loop: plait.Loop, both: bool) -> None:
+        a, b = socket.socketpair()
+        fd = a.fileno()
+        loop.add_reader(fd, print)
+        if both:
+            loop.add_writer(fd, print)
+        a.close()
+        b.close()
+        assert loop.remove_reader(fd) is True
+        if both:
+            assert loop.remove_writer(fd) is True
+        assert loop.remove_reader(fd) is False
+        assert loop.remove_writer(fd) is False
+        # Nothing is watched any more: run() returns by itself. (The thread only
+        # rescues a broken loop; it never fires when the loop is right.)
+        rescued: list[bool] = []
+        guard = threading.Timer(
+            5.0, lambda: (rescued.append(True), loop.call_soon_threadsafe(loop.stop))
+        )
+        guard.start()
+        loop.run()
+        guard.cancel()
+        guard.join()
+        assert rescued == []
+
+    def test_reader_removed_earlier_in_the_same_iteration_does_not_run(
+        self, loop: plait.Loop
+    ) -> None:
+        (a1, b1), (a2, b2) = socket.socketpair(), socket.socketpair()
+        calls: list[str] = []
+
+        def on_readable(name: str) -> None:  # whichever runs first removes both
+            calls.append(name)
+            loop.remove_reader(a1)
+            loop.remove_reader(a2)
+
+        with a1, b1, a2, b2:
+            loop.add_reader(a1, on_readable, "1")
+            loop.add_reader(a2, on_readable, "2")
+            b1.send(b"x")
+            b2.send(b"y")  # both readable: one poll queues both callbacks
+            loop.run()
+        assert len(calls) == 1
+
+    def test_reader_replaced_earlier_in_the_same_iteration_does_not_run(
+        self, vloop: plait.Loop
+    ) -> None:
+        (a1, b1), (a2, b2) = socket.socketpair(), socket.socketpair()
+        calls: list[str] = []
+
+        def replacement(sock: socket.socket) -> None:
+            calls.append("replacement")
+            sock.recv(10)
+            vloop.remove_reader(sock)
+
+        def original(own: socket.socket, other: socket.socket) -> None:
+            calls.append("original")
+            own.recv(10)
+            vloop.remove_reader(own)
+            vloop.add_reader(other, replacement, other)  # its original is queued already
+
+        with a1, b1, a2, b2:
+            vloop.add_reader(a1, original, a1, a2)
+            vloop.add_reader(a2, original, a2, a1)
+            b1.send(b"x")
+            b2.send(b"y")
+            # Virtual time: if a reader were left waiting forever, this still ends run().
+            vloop.call_later(10, lambda: (calls.append("guard"), vloop.stop()))
+            vloop.run()
+        assert calls == ["original", "replacement", "guard"]

@@ -2,27 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
 import threading
 from typing import Any
 
 import pytest
 
 import plait
+from helpers import vrun
+from plait._core import _reactor
 from plait.lowlevel import (
     Abort,
     current_clock,
     current_loop,
     current_task,
     current_token,
+    notify_closing,
     reschedule,
     spawn_system_task,
+    wait_readable,
     wait_task_rescheduled,
+    wait_writable,
 )
 from plait.testing import MockClock, wait_all_tasks_blocked
-
-
-def vrun(fn: Any, *args: Any) -> Any:
-    return plait.run(fn, *args, clock=MockClock(autojump_threshold=0))
 
 
 class OneShot:
@@ -246,3 +250,146 @@ class TestTokensAndClock:
     def test_outside_a_run(self, fn: Any) -> None:
         with pytest.raises(RuntimeError, match=r"plait\.run"):
             fn()
+
+
+def socketpair_on(fd: int) -> tuple[socket.socket, socket.socket]:
+    """A new non-blocking socketpair whose first socket has the number ``fd``."""
+    c, d = socket.socketpair()
+    if c.fileno() != fd:
+        os.dup2(c.fileno(), fd)
+        c.close()
+        c = socket.socket(fileno=fd)
+    c.setblocking(False)
+    d.setblocking(False)
+    return c, d
+
+
+def fill(sock: socket.socket) -> None:
+    """Send until the buffer is full: ``sock`` is not writable any more."""
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            sock.send(b"x" * 65536)
+
+
+def run_until_idle(loop: plait.Loop) -> bool:
+    """``loop.run()``; True if it returned by itself (a thread rescues a stuck loop)."""
+    rescued: list[bool] = []
+
+    def rescue() -> None:
+        rescued.append(True)
+        loop.call_soon_threadsafe(loop.stop)
+
+    guard = threading.Timer(5.0, rescue)
+    guard.start()
+    loop.run()
+    guard.cancel()
+    guard.join()
+    return not rescued
+
+
+class TestNotifyClosing:
+    def test_waiting_tasks_wake_with_closed_resource_error(self) -> None:
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        fill(a)  # neither readable nor writable
+        log: list[str] = []
+
+        async def waiter(wait: Any) -> None:
+            with pytest.raises(plait.ClosedResourceError):
+                await wait(a)
+            log.append(wait.__name__)
+
+        async def main() -> None:
+            async with plait.TaskGroup() as tg:
+                tg.spawn(waiter, wait_readable)
+                tg.spawn(waiter, wait_writable)
+                await wait_all_tasks_blocked()
+                assert log == []
+                notify_closing(a)
+                a.close()
+
+        with b:
+            vrun(main)
+        assert sorted(log) == ["wait_readable", "wait_writable"]
+
+    def test_callbacks_are_removed(self) -> None:
+        a, b = socket.socketpair()
+        calls: list[str] = []
+        loop = plait.Loop(clock=MockClock(autojump_threshold=0))
+
+        async def main() -> tuple[bool, bool]:
+            loop.add_reader(a, calls.append, "reader")
+            loop.add_writer(a, calls.append, "writer")
+            b.send(b"x")  # readable and writable: both would run at the next poll
+            notify_closing(a)
+            notify_closing(a)  # nothing left: a no-op
+            a.close()
+            await wait_all_tasks_blocked()
+            return loop.remove_reader(fd), loop.remove_writer(fd)
+
+        fd = a.fileno()
+        with loop, b:
+            assert loop.run_until_complete(main) == (False, False)
+            assert run_until_idle(loop)  # no callback is counted any more
+        assert calls == []
+
+    @pytest.mark.parametrize("epoll", [True, False], ids=["epoll", "selectors"])
+    def test_a_new_fd_reusing_the_number_works(
+        self, epoll: bool, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        if not epoll:
+            monkeypatch.setattr(_reactor, "_HAS_EPOLL", False)
+        elif not _reactor._HAS_EPOLL:
+            pytest.skip("no epoll on this platform")
+
+        async def main() -> list[bytes]:
+            got: list[bytes] = []
+            loop = current_loop()
+            a, b = socket.socketpair()
+            fd = a.fileno()
+            b.send(b"one")
+            await wait_readable(a)
+            got.append(a.recv(10))
+            loop.add_writer(a, print)  # a callback, too
+            notify_closing(a)
+            a.close()
+            b.close()
+            c, d = socketpair_on(fd)
+            with c, d:
+                d.send(b"two")
+                with plait.fail_after(10):  # virtual time: fires at once if stuck
+                    await wait_readable(c)
+                got.append(c.recv(10))
+            return got
+
+        assert vrun(main) == [b"one", b"two"]
+
+
+class TestRegressions:
+    def test_system_task_system_exit_is_not_wrapped(self) -> None:
+        async def service() -> None:
+            await plait.sleep(1)
+            raise SystemExit(3)
+
+        async def main() -> None:
+            spawn_system_task(service)
+            await plait.sleep_forever()
+
+        with pytest.raises(SystemExit) as info:
+            vrun(main)
+        assert info.value.code == 3
+
+    def test_system_task_crash_is_raised_as_it_is(self) -> None:
+        error = ValueError("service broke")
+
+        async def service() -> None:
+            await plait.sleep(1)
+            raise error
+
+        async def main() -> None:
+            spawn_system_task(service)
+            await plait.sleep(10)
+
+        with pytest.raises(ValueError) as info:
+            vrun(main)
+        assert info.value is error

@@ -15,13 +15,9 @@ from typing import Any
 import pytest
 
 import plait
+from helpers import vrun
 from plait.lowlevel import Abort, reschedule, wait_task_rescheduled
-from plait.testing import MockClock, wait_all_tasks_blocked
-
-
-def vrun(fn: Any, *args: Any) -> Any:
-    """plait.run on virtual time: sleeps finish at once."""
-    return plait.run(fn, *args, clock=MockClock(autojump_threshold=0))
+from plait.testing import wait_all_tasks_blocked
 
 
 async def nap() -> str:

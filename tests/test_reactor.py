@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +13,7 @@ import plait
 from plait._core import _reactor
 from plait._core._reactor import READABLE, WRITABLE, Reactor
 from plait.lowlevel import wait_readable, wait_writable
+from plait.testing import MockClock, wait_all_tasks_blocked
 
 
 @pytest.fixture(params=["epoll", "selectors"])
@@ -24,19 +25,9 @@ def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     return str(request.param)
 
 
-@pytest.fixture
-def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    b.setblocking(False)
-    yield a, b
-    a.close()
-    b.close()
-
-
 class TestReactorDirect:
-    def test_reader_and_writer_reported_with_direction(self, backend: str, pair) -> None:
-        a, b = pair
+    def test_reader_and_writer_reported_with_direction(self, backend: str, sockpair) -> None:
+        a, b = sockpair
         r = Reactor()
         try:
             r.set(a, READABLE, "reader")
@@ -48,8 +39,8 @@ class TestReactorDirect:
         finally:
             r.close()
 
-    def test_dropped_interest_is_narrowed_lazily(self, backend: str, pair) -> None:
-        a, b = pair
+    def test_dropped_interest_is_narrowed_lazily(self, backend: str, sockpair) -> None:
+        a, b = sockpair
         r = Reactor()
         try:
             r.set(a, READABLE, "task")
@@ -64,8 +55,8 @@ class TestReactorDirect:
         finally:
             r.close()
 
-    def test_eager_clear_unregisters_now(self, backend: str, pair) -> None:
-        a, b = pair
+    def test_eager_clear_unregisters_now(self, backend: str, sockpair) -> None:
+        a, b = sockpair
         r = Reactor()
         try:
             r.set(a, READABLE, "cb")
@@ -103,8 +94,8 @@ class TestReactorDirect:
 
 
 class TestThroughTheLoop:
-    def test_tasks_wait_for_readiness(self, backend: str, pair) -> None:
-        a, b = pair
+    def test_tasks_wait_for_readiness(self, backend: str, sockpair) -> None:
+        a, b = sockpair
 
         async def main() -> list[bytes]:
             got: list[bytes] = []
@@ -124,8 +115,8 @@ class TestThroughTheLoop:
 
         assert plait.run(main) == [b"one", b"two", b"six"]
 
-    def test_second_waiter_on_same_fd_is_busy(self, backend: str, pair) -> None:
-        a, _ = pair
+    def test_second_waiter_on_same_fd_is_busy(self, backend: str, sockpair) -> None:
+        a, _ = sockpair
 
         async def main() -> str:
             async with plait.TaskGroup() as tg:
@@ -179,3 +170,84 @@ class TestThroughTheLoop:
             os.close(r)
             os.close(w)
         assert seen == ["w"]
+
+
+def socketpair_on(fd: int) -> tuple[socket.socket, socket.socket]:
+    """A new socketpair whose first socket has the number ``fd`` (closed before)."""
+    c, d = socket.socketpair()
+    if c.fileno() != fd:
+        os.dup2(c.fileno(), fd)
+        c.close()
+        c = socket.socket(fileno=fd)
+    c.setblocking(False)
+    d.setblocking(False)
+    return c, d
+
+
+class TestRegressions:
+    def test_wait_on_a_reused_fd_number_after_a_wait(self, backend: str) -> None:
+        # The lazily kept registration of a closed fd must not make a wait on a new fd
+        # with the same number look registered already (the OS dropped it on close).
+        async def main() -> bytes:
+            a, b = socket.socketpair()
+            fd = a.fileno()
+            b.send(b"x")
+            await wait_readable(a)
+            a.close()
+            b.close()
+            c, d = socketpair_on(fd)
+            with c, d:
+                d.send(b"y")
+                # Virtual time: if the wait never ends, the timeout fires at once.
+                with plait.fail_after(10):
+                    await wait_readable(c)
+                return c.recv(10)
+
+        assert plait.run(main, clock=MockClock(autojump_threshold=0)) == b"y"
+
+    def test_regular_file_does_not_leave_a_reused_number_always_ready(
+        self, backend: str, tmp_path: Path
+    ) -> None:
+        async def main() -> list[object]:
+            log: list[object] = []
+            f = (tmp_path / "f").open("w+b")
+            fd = f.fileno()
+            await wait_readable(f)  # a regular file: always ready
+            f.close()
+            c, d = socketpair_on(fd)
+
+            async def sender() -> None:
+                await wait_all_tasks_blocked()
+                log.append("all blocked")
+                d.send(b"data")
+
+            with c, d:
+                async with plait.TaskGroup() as tg:
+                    tg.spawn(sender)
+                    await wait_readable(c)  # in the same step as the close
+                    try:
+                        log.append(c.recv(10))
+                    except BlockingIOError:
+                        log.append("spurious wake-up of an idle socket")
+            return log
+
+        assert plait.run(main, clock=MockClock(autojump_threshold=0)) == [
+            "all blocked",
+            b"data",
+        ]
+
+    def test_wait_all_tasks_blocked_cushion_after_a_regular_file_wait(
+        self, backend: str, tmp_path: Path
+    ) -> None:
+        # A stale always-ready entry used to make every poll return at once, and the
+        # cushion was then taken as passed at once. Only a lower bound is asserted.
+        cushion = 0.05
+
+        async def main() -> float:
+            with (tmp_path / "f").open("w+b") as f:
+                await wait_readable(f)
+                start = time.monotonic()
+                await wait_all_tasks_blocked(cushion)
+                return time.monotonic() - start
+
+        assert plait.run(main) >= cushion

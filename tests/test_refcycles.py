@@ -417,3 +417,42 @@ class TestHelpersAreFreed:
                 pass
 
         run_no_gc(main)
+
+
+class TestRegressions:
+    """What holds after the review: joining a failed task through ``plait.gather``
+    with coroutine arguments creates no cycle. (Holding a failed Task in one's own
+    frame while its exception passes through that frame is a cycle the user makes,
+    as in asyncio: it is not tested here.)"""
+
+    def test_gather_in_a_child_task_joins_a_failure(self):
+        async def joiner(track):
+            try:
+                await plait.gather(_child_raises(track), _child_sleeps_forever(track, "gathered"))
+            except Boom as exc:
+                track("exception caught by the joiner", exc)
+
+        async def main(track):
+            async with plait.TaskGroup() as tg:
+                track("joiner task", tg.spawn(joiner, track))
+
+        run_no_gc(main)
+
+    def test_gather_with_return_exceptions(self):
+        async def main(track):
+            results = await plait.gather(
+                _child_returns(track), _child_raises(track), return_exceptions=True
+            )
+            assert [type(r) for r in results] == [Marker, Boom]
+
+        run_no_gc(main)
+
+    def test_failure_joined_twice_through_gather(self):
+        async def main(track):
+            for _ in range(2):
+                try:
+                    await plait.gather(_child_raises(track), _child_returns(track))
+                except Boom as exc:
+                    track("exception out of gather", exc)
+
+        run_no_gc(main)

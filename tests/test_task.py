@@ -9,13 +9,9 @@ from typing import Any
 import pytest
 
 import plait
+from helpers import vrun
 from plait.lowlevel import Abort, reschedule, wait_task_rescheduled
 from plait.testing import MockClock, wait_all_tasks_blocked
-
-
-def vrun(fn: Any, *args: Any) -> Any:
-    """plait.run on virtual time: sleeps finish at once."""
-    return plait.run(fn, *args, clock=MockClock(autojump_threshold=0))
 
 
 async def value_after(seconds: float, value: Any) -> Any:
@@ -496,3 +492,85 @@ class TestScheduling:
         vrun(main)
         assert log[0] == "after spawn"
         assert log.index("child") < log.index("after checkpoint")
+
+
+def tb_length(exc: BaseException) -> int:
+    n, tb = 0, exc.__traceback__
+    while tb is not None:
+        n, tb = n + 1, tb.tb_next
+    return n
+
+
+class TestRegressions:
+    @pytest.mark.parametrize("how", ["task.cancel", "group", "outer scope"])
+    def test_a_task_ended_by_any_cancellation_is_cancelled(self, how: str) -> None:
+        async def main() -> None:
+            with plait.CancelScope() as outer:
+                async with plait.TaskGroup() as tg:
+                    t = tg.spawn(plait.sleep_forever)
+                    await wait_all_tasks_blocked()
+                    if how == "task.cancel":
+                        t.cancel()
+                    elif how == "group":
+                        tg.cancel_scope.cancel()
+                    else:
+                        outer.cancel()
+            assert t.cancelled()
+            assert isinstance(t.exception(), plait.TaskCancelled)
+            with pytest.raises(plait.TaskCancelled):
+                t.result()
+            with pytest.raises(plait.TaskCancelled):
+                await t
+
+        vrun(main)
+
+    def test_task_cancelled_is_never_caught_by_a_cancel_scope(self) -> None:
+        assert issubclass(plait.TaskCancelled, plait.Cancelled)
+
+        async def main() -> None:
+            async with plait.TaskGroup() as tg:
+                t = tg.spawn(plait.sleep_forever)
+                await wait_all_tasks_blocked()
+                t.cancel()
+            with pytest.raises(plait.TaskCancelled):
+                with plait.CancelScope() as scope:
+                    scope.cancel()
+                    t.result()
+            assert not scope.cancelled_caught
+
+        vrun(main)
+
+    def test_joining_a_cancelled_task_fails_the_joiner(self) -> None:
+        # The joiner did not end by its own cancellation: it failed with TaskCancelled.
+        async def join(task: plait.Task) -> Any:
+            return await task
+
+        async def main() -> None:
+            async with plait.TaskGroup() as tg:
+                victim = tg.spawn(plait.sleep_forever)
+                await wait_all_tasks_blocked()
+                victim.cancel()
+            with pytest.raises(BaseExceptionGroup):
+                async with plait.TaskGroup() as tg:
+                    joiner = tg.spawn(join, victim)
+            assert not joiner.cancelled()
+            assert isinstance(joiner.exception(), plait.TaskCancelled)
+
+        vrun(main)
+
+    def test_joining_a_failed_task_many_times_does_not_grow_the_traceback(self) -> None:
+        async def main() -> list[int]:
+            with pytest.raises(ExceptionGroup):
+                async with plait.TaskGroup() as tg:
+                    t = tg.spawn(fail_after_sleep, 1, ValueError("bad"))
+            lengths = []
+            for _ in range(50):
+                with pytest.raises(ValueError):
+                    t.result()
+                with pytest.raises(ValueError):
+                    await t
+                lengths.append(tb_length(t.exception()))
+            return lengths
+
+        lengths = vrun(main)
+        assert lengths == [lengths[0]] * 50

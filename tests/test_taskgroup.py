@@ -7,12 +7,8 @@ from typing import Any
 import pytest
 
 import plait
-from plait.testing import MockClock, wait_all_tasks_blocked
-
-
-def vrun(fn: Any, *args: Any) -> Any:
-    """plait.run on virtual time: sleeps finish at once."""
-    return plait.run(fn, *args, clock=MockClock(autojump_threshold=0))
+from helpers import vrun
+from plait.testing import wait_all_tasks_blocked
 
 
 async def sleeper(log: list[str], name: str, seconds: float) -> str:
@@ -513,3 +509,147 @@ class TestStart:
 
         vrun(main)
         assert names == ["srv"]
+
+
+class TestRegressions:
+    def test_child_joining_a_task_cancelled_elsewhere_fails_the_group(self) -> None:
+        # The joiner's TaskCancelled is an error like any other: it must not be taken
+        # for the group's own cancellation and swallowed.
+        log: list[str] = []
+
+        async def main() -> None:
+            async with plait.TaskGroup() as outer:
+                victim = outer.spawn(plait.sleep_forever)
+                await wait_all_tasks_blocked()
+                victim.cancel()
+
+                async def joiner() -> None:
+                    await victim
+
+                # TaskCancelled is a BaseException: a BaseExceptionGroup.
+                with pytest.raises(BaseExceptionGroup) as info:
+                    async with plait.TaskGroup() as tg:
+                        tg.spawn(joiner)
+                        tg.spawn(sleeper, log, "sibling", 1)
+                assert [type(e) for e in info.value.exceptions] == [plait.TaskCancelled]
+
+        vrun(main)
+        assert log == ["sibling cancelled"]
+
+    def test_spawn_after_the_last_child_released_the_parent(self) -> None:
+        # The group closes when its parent is released, not when the parent runs again:
+        # a task spawning in between gets an error instead of an orphan child.
+        log: list[str] = []
+        box: list[plait.TaskGroup] = []
+
+        async def late_child() -> None:
+            log.append("late child ran")
+
+        async def quick() -> None:
+            pass
+
+        async def spawner() -> None:
+            with pytest.raises(RuntimeError, match="already finished"):
+                box[0].spawn(late_child)
+            log.append("spawn refused")
+
+        async def owner() -> None:
+            async with plait.TaskGroup() as g:
+                box.append(g)
+                g.spawn(quick)  # exits in its first step
+            log.append("owner left the block")
+
+        async def main() -> None:
+            async with plait.TaskGroup() as outer:
+                outer.spawn(owner)
+                await plait.checkpoint()  # owner enters its block and spawns a child
+                outer.spawn(spawner)  # runs right after that child has exited
+
+        vrun(main)
+        assert log == ["spawn refused", "owner left the block"]
+
+    def test_pending_start_from_another_task_keeps_the_group_open(self) -> None:
+        log: list[str] = []
+
+        async def server(task_status: Any = plait.TASK_STATUS_IGNORED) -> None:
+            await plait.sleep(2)
+            task_status.started("port 80")
+            await plait.sleep(1)
+            log.append(f"server done at {plait.current_time()}")
+
+        async def main() -> None:
+            box: list[plait.TaskGroup] = []
+
+            async def starter() -> None:
+                await plait.sleep(0.5)
+                log.append(f"start -> {await box[0].start(server)}")
+
+            async with plait.TaskGroup() as outer:
+                outer.spawn(starter)
+                async with plait.TaskGroup() as g:
+                    box.append(g)
+                    g.spawn(plait.sleep, 1)  # g's own children are done at 1
+                log.append(f"g exited at {plait.current_time()}")
+
+        vrun(main)
+        assert log == ["start -> port 80", "server done at 3.5", "g exited at 3.5"]
+
+    def test_start_of_a_task_cancelled_before_started(self) -> None:
+        async def server(task_status: Any = plait.TASK_STATUS_IGNORED) -> None:
+            plait.current_task().cancel()
+            await plait.sleep(1)
+            task_status.started()
+
+        async def main() -> None:
+            async with plait.TaskGroup() as tg:
+                with pytest.raises(RuntimeError, match="cancelled"):
+                    await tg.start(server)
+
+        vrun(main)
+
+    def test_started_task_keeps_its_own_cancellation(self) -> None:
+        # Task.cancel() before started(), started() in a shield: the value is delivered,
+        # and the task, now in the group, is cancelled at its next checkpoint.
+        tasks: list[plait.Task] = []
+
+        async def server(task_status: Any = plait.TASK_STATUS_IGNORED) -> None:
+            me = plait.current_task()
+            tasks.append(me)
+            me.cancel()
+            with plait.CancelScope(shield=True):
+                await plait.sleep(1)
+                task_status.started("v")
+            await plait.sleep(1)
+            pytest.fail("not cancelled")
+
+        async def main() -> Any:
+            async with plait.TaskGroup() as tg:
+                value = await tg.start(server)
+            return value, plait.current_time(), tg.cancel_scope.cancel_called
+
+        assert vrun(main) == ("v", 1.0, False)
+        assert tasks[0].cancelled()
+
+    def test_body_and_child_errors_have_no_misleading_context(self) -> None:
+        async def bad() -> None:
+            raise KeyError("child")
+
+        async def main() -> None:
+            with pytest.raises(ExceptionGroup) as info:
+                async with plait.TaskGroup() as tg:
+                    tg.spawn(bad)
+                    raise ValueError("body")
+            group = info.value
+            assert [type(e) for e in group.exceptions] == [ValueError, KeyError]
+            assert group.__context__ is None
+
+        vrun(main)
+
+    def test_outer_cancellation_does_not_mark_the_groups_own_scope(self) -> None:
+        async def main() -> Any:
+            with plait.move_on_after(1) as outer:
+                async with plait.TaskGroup() as tg:
+                    tg.spawn(plait.sleep, 5)
+            return outer.cancelled_caught, tg.cancel_scope.cancel_called
+
+        assert vrun(main) == (True, False)

@@ -12,13 +12,10 @@ import math
 import pytest
 
 import plait
+from helpers import vrun as run
 from plait.testing import MockClock
 
 NAN = float("nan")
-
-
-def run(fn, *args, clock=None):
-    return plait.run(fn, *args, clock=clock or MockClock(autojump_threshold=0))
 
 
 class TestSleep:

@@ -74,6 +74,10 @@ async def gather(*aws: Awaitable[Any], return_exceptions: bool = False) -> list[
             try:
                 results[index] = await aw
             except Exception as exc:
+                # Drop this frame from the traceback: it holds `results`, which is
+                # about to hold the exception (a reference cycle otherwise).
+                if exc.__traceback__ is not None:
+                    exc.__traceback__ = exc.__traceback__.tb_next
                 results[index] = exc
         else:
             results[index] = await aw

@@ -204,9 +204,14 @@ class Reactor:
         events = (selectors.EVENT_READ if mask & READABLE else 0) | (
             selectors.EVENT_WRITE if mask & WRITABLE else 0
         )
-        if st.registered and mask:
-            sel.modify(fd, events)
-        elif mask:
+        if mask:
+            if st.registered:
+                # Not sel.modify(): with an unchanged mask it skips the OS call, and the
+                # OS may have forgotten the fd (closed, number reused). Register anew.
+                try:
+                    sel.unregister(fd)
+                except (KeyError, ValueError, OSError):
+                    pass
             try:
                 sel.register(fd, events)
             except PermissionError:
