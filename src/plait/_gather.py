@@ -64,40 +64,42 @@ async def gather(*aws: Awaitable[Any], return_exceptions: bool = False) -> list[
         except TypeError:
             _close_all(aws)
             raise
-    results: list[Any] = [None] * len(aws)
     if not aws:
         await checkpoint()
-        return results
-
-    async def collect(index: int, aw: Awaitable[Any]) -> None:
-        if return_exceptions:
-            try:
-                results[index] = await aw
-            except Exception as exc:
-                # Drop this frame from the traceback: it holds `results`, which is
-                # about to hold the exception (a reference cycle otherwise).
-                if exc.__traceback__ is not None:
-                    exc.__traceback__ = exc.__traceback__.tb_next
-                results[index] = exc
-        else:
-            results[index] = await aw
-
+        return []
+    # Each child *returns* its result (or, with return_exceptions, its exception) and
+    # the list is built from the finished tasks. Children never write into a list that
+    # their frames can reach: a stored exception's traceback reaches the child's frame
+    # (and, on Python 3.12+, through f_back the frames that awaited it), and that would
+    # close a reference cycle.
+    tasks: list[Task] | None = []
+    assert tasks is not None
     error: BaseException | None = None
     try:
         async with TaskGroup() as tg:
-            for index, aw in enumerate(aws):
+            for aw in aws:
                 name = getattr(aw, "name", None) or getattr(aw, "__qualname__", None)
-                tg.spawn(collect, index, aw, name=name)
+                tasks.append(tg.spawn(_gather_one, aw, return_exceptions, name=name))
     except BaseExceptionGroup as group:
         if len(group.exceptions) != 1 or isinstance(group.exceptions[0], BaseExceptionGroup):
+            tasks = None
             raise
         error = group.exceptions[0]
     if error is None:
-        return results
+        return [task._result for task in tasks]
     try:
         raise error
     finally:
-        del error
+        del error, tasks
+
+
+async def _gather_one(aw: Awaitable[Any], return_exceptions: bool) -> Any:
+    if not return_exceptions:
+        return await aw
+    try:
+        return await aw
+    except Exception as exc:
+        return exc
 
 
 class _Collector:
