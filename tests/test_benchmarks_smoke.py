@@ -12,7 +12,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIMES = ("plait", "asyncio", "uvloop", "trio")
-WORKLOADS = ("spawn_join", "checkpoints", "timers")  # at least these (issue 2)
+WORKLOADS = ("spawn_join", "checkpoints", "timers", "queue_ping_pong", "idle_task_bytes")
+"""At least these (issues 2 and 3)."""
 NUMBER = re.compile(r"^-?\d+(\.\d+)?[kM]?$")
 
 

@@ -13,16 +13,21 @@ from ._core._clock import Clock as Clock
 from ._core._clock import SystemClock as SystemClock
 from ._core._kernel import Loop
 from ._core._local import current_loop as _current_loop
+from ._core._parking_lot import ParkingLot as ParkingLot
+from ._core._parking_lot import ParkingLotStatistics as ParkingLotStatistics
 from ._core._reactor import READABLE, WRITABLE
 from ._core._task import Task
 from ._core._traps import Abort as Abort
 from ._core._traps import checkpoint as checkpoint
+from ._core._traps import schedule_point as schedule_point
 from ._core._traps import wait_task_rescheduled as wait_task_rescheduled
 from ._run import current_task as current_task
 
 __all__ = [
     "Abort",
     "Clock",
+    "ParkingLot",
+    "ParkingLotStatistics",
     "SystemClock",
     "TrioToken",
     "checkpoint",
@@ -32,6 +37,7 @@ __all__ = [
     "current_token",
     "notify_closing",
     "reschedule",
+    "schedule_point",
     "spawn_system_task",
     "wait_readable",
     "wait_task_rescheduled",

@@ -39,6 +39,7 @@ from typing import Any
 
 from .._exceptions import Cancelled, ClosedResourceError
 from .._util import check_deadline, check_seconds, describe
+from ._asyncgens import AsyncGenHooks
 from ._cancel import CancelScope
 from ._clock import Clock, SystemClock
 from ._handles import Handle, TimerHandle
@@ -48,7 +49,7 @@ from ._reactor import READABLE, WRITABLE, Reactor
 from ._spawn import coerce_coroutine
 from ._task import Task
 from ._timers import TimerQueue
-from ._traps import Abort, RaiseCancelT, _Park
+from ._traps import _SCHEDULE_POINT, Abort, RaiseCancelT, _Park
 from ._wakeup import WakeupChannel
 
 __all__ = ["Loop"]
@@ -435,7 +436,12 @@ class Loop:
         """Run ``fn_or_coro(*args)`` (or the coroutine) as the main task, with the
         loop's callbacks and timers, until it finishes; return its result or raise its
         exception. Tasks it leaves behind are impossible: every task belongs to a
-        TaskGroup, and system tasks are cancelled when the main task ends."""
+        TaskGroup, and system tasks are cancelled when the main task ends.
+
+        Async generators the tasks abandon unfinished are closed (``aclose()``) in
+        system tasks; those still alive when the main task ends are closed before the
+        system tasks are cancelled. The thread's previous async generator hooks are
+        restored when this returns (see ``plait._asyncgens``)."""
         coro = coerce_coroutine(fn_or_coro, args, "plait.run()")
         try:
             self._enter_run("plait.run()")
@@ -450,6 +456,8 @@ class Loop:
         self._system_group = _RootGroup(self, system=True)
         self._ki = None
         restore_sigint = install_sigint_handler(self)
+        asyncgens = AsyncGenHooks(self)
+        asyncgens.install()
         try:
             main = self._spawn(coro, _RootGroup(self, system=False), root, name)
             while not main._done:
@@ -460,12 +468,17 @@ class Loop:
                 except KeyboardInterrupt as interrupt:  # from a callback: end cleanly
                     self._kernel_interrupted(interrupt)
                     del interrupt
+            if asyncgens.has_work():
+                self._kernel_close_asyncgens(asyncgens, system_scope)
             system_scope.cancel()
-            while self._ntasks:
+            while self._ntasks or asyncgens.pending():
                 self._run_once()
             if self._ki_pending:  # Ctrl-C during the last iteration: not lost
                 self._kernel_interrupted(KeyboardInterrupt())
         finally:
+            system_scope._detach()  # unlink the run's scope tree: no cycle via _loop
+            root._detach()
+            asyncgens.uninstall()
             if restore_sigint is not None:
                 restore_sigint()
             self._exit_run()
@@ -486,6 +499,22 @@ class Loop:
             finally:
                 del error, crashes, ki
         return result
+
+    def _kernel_close_asyncgens(self, asyncgens: AsyncGenHooks, system_scope: CancelScope) -> None:
+        """The main task has ended: close the async generators still alive, in a system
+        task, before the system tasks are cancelled (a ``finally`` may need them)."""
+        closer = self._spawn(
+            asyncgens.close_remaining(),
+            self._system_group,
+            system_scope,
+            "plait: close the async generators left alive",
+        )
+        while not closer._done:
+            try:
+                self._run_once()
+            except KeyboardInterrupt as interrupt:  # from a callback: end cleanly
+                self._kernel_interrupted(interrupt)
+                del interrupt
 
     # -- the kernel --------------------------------------------------------------------
 
@@ -657,9 +686,17 @@ class Loop:
                 idle = math.inf
             timeout = max(timeout, 0.0)
 
-        events = self._reactor.poll(timeout)
+        reactor = self._reactor
+        if timeout == 0.0 and len(reactor._fds) == 1 and not reactor._always_ready:
+            # Nothing but the wake-up fd is registered, and other threads' items are
+            # taken from the deque below without it: while there is work to do, the
+            # poll syscall would find nothing. (Its byte stays, so a later blocking
+            # poll returns at once.)
+            events = None
+            reactor.raw_events = 0  # as if it had timed out at once
+        else:
+            events = reactor.poll(timeout)
         if events:
-            reactor = self._reactor
             for obj, fd, which in events:
                 if obj.__class__ is Task:
                     reactor.clear(fd, which)
@@ -749,6 +786,9 @@ class Loop:
                 task._abort_fn, req.abort_fn = req.abort_fn, None
                 if task._scope._eff:
                     self._kernel_try_abort(task)
+            elif req is _SCHEDULE_POINT:
+                task._next_value = None  # a schedule point only: never raises Cancelled
+                append(task)
             else:
                 self._kernel_bad_yield(task, req)
         self._current_task = None

@@ -10,6 +10,8 @@ plait. There are two requests:
   yield ``None`` too, so both are checkpoints.)
 - a :class:`_Park`: the task blocks until somebody calls ``reschedule(task, ...)``.
   ``abort_fn`` is how the kernel tries to cancel the wait.
+- the schedule-point marker: back of the ready queue, and never ``Cancelled`` (for a
+  primitive that has already done something it must not lose, e.g. taken a lock).
 
 No Future or handle is allocated per wake-up: the kernel calls ``coro.send`` and
 ``coro.throw`` directly. Anything else yielded (an asyncio future, a number) is a
@@ -23,7 +25,7 @@ import types
 from collections.abc import Callable, Generator
 from typing import Any
 
-__all__ = ["Abort", "RaiseCancelT", "checkpoint", "wait_task_rescheduled"]
+__all__ = ["Abort", "RaiseCancelT", "checkpoint", "schedule_point", "wait_task_rescheduled"]
 
 RaiseCancelT = Callable[[], "Any"]
 
@@ -55,8 +57,18 @@ class _Park:
         )
 
 
+class _SchedulePoint:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<plait schedule point: awaited outside plait.run()>"
+
+
+_SCHEDULE_POINT: Any = _SchedulePoint()
+
+
 @types.coroutine
-def checkpoint(_request: _Park | None = None) -> Generator[Any, Any, Any]:
+def checkpoint(_request: _Park | _SchedulePoint | None = None) -> Generator[Any, Any, Any]:
     """A checkpoint: let other tasks run, and raise ``Cancelled`` if cancelled.
 
     ``await plait.checkpoint()`` is the cheapest way to be a good citizen inside a long
@@ -69,6 +81,14 @@ def checkpoint(_request: _Park | None = None) -> Generator[Any, Any, Any]:
     call per checkpoint (about 15% of a checkpoint's cost, measured).
     """
     return (yield _request)
+
+
+def schedule_point() -> Any:
+    """Let other tasks run, but never raise ``Cancelled``: for primitives that have
+    already done their work (taken a lock, handed over an item) and must not lose it
+    to a cancellation. Pair it with :func:`raise_if_cancelled` before the work, so the
+    whole operation is still a checkpoint."""
+    return checkpoint(_SCHEDULE_POINT)
 
 
 def wait_task_rescheduled(abort_fn: Callable[[RaiseCancelT], Abort]) -> Any:
