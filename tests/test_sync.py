@@ -713,3 +713,56 @@ class TestContention:
             assert is_idle(prim, k), prim.statistics()
 
         vrun(main)
+
+
+class TestReviewRegressions:
+    def test_release_from_a_loop_callback_is_an_error(self) -> None:
+        async def main() -> list[str]:
+            lock = plait.Lock()
+            errors: list[str] = []
+
+            def from_callback() -> None:
+                try:
+                    lock.release()
+                except RuntimeError as exc:
+                    errors.append(str(exc))
+
+            plait.lowlevel.current_loop().call_soon(from_callback)
+            await wait_all_tasks_blocked()
+            await plait.checkpoint()
+            return errors
+
+        errors = vrun(main)
+        assert len(errors) == 1
+        assert "callback" in errors[0]
+
+    def test_a_cancelled_waiter_is_not_kept_alive_by_its_ticket(self) -> None:
+        import gc
+        import weakref
+
+        class Item:
+            pass
+
+        refs: list[weakref.ref[Any]] = []
+
+        async def main() -> None:
+            q: plait.Queue[object] = plait.Queue(1)
+            q.put_nowait("x")
+            item = Item()
+            refs.append(weakref.ref(item))
+            async with plait.TaskGroup() as tg:
+                t = tg.spawn(q.put, item)
+                del item
+                await wait_all_tasks_blocked()
+                t.cancel()
+            refs.append(weakref.ref(t))
+            del t, tg
+            assert q.qsize() == 1
+
+        gc.collect()
+        gc.disable()
+        try:
+            vrun(main)
+            assert [r() for r in refs] == [None, None]
+        finally:
+            gc.enable()

@@ -170,6 +170,11 @@ class _LockBase:
         """Release the lock; the longest waiter, if any, gets it. Not a checkpoint.
         ``RuntimeError`` if the current task does not hold it."""
         task = current_loop(f"{type(self).__name__}.release()")._current_task
+        if task is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.release() called from a loop callback; a lock is "
+                "owned by a task and must be released by that task"
+            )
         if self._owner is not task:
             who = "nobody" if self._owner is None else f"task {self._owner.name!r}"
             raise RuntimeError(

@@ -99,7 +99,10 @@ def _close_synchronously(agen: AGen) -> BaseException | None:
         return None
     except BaseException as exc:
         return exc
-    closer.close()
+    try:
+        closer.close()
+    except BaseException as exc:  # 3.13: a cleanup that swallows GeneratorExit
+        return exc
     return RuntimeError(
         f"async generator {_name(agen)!r} awaited something while it was being closed "
         "outside a running plait loop; close it before the run ends (for example with "

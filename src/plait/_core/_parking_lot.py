@@ -49,6 +49,9 @@ class _Ticket:
         lot = self.lot
         if lot is not None:
             self.lot = None
+            # A dead ticket may sit in the deque for a while: keep neither the task
+            # nor its datum (a cancelled put's item) alive through it.
+            self.task = self.data = None  # type: ignore[assignment]
             lot._live -= 1
             lot._dead += 1
             if lot._dead > 64 and lot._dead > lot._live:
