@@ -62,6 +62,26 @@ def _raise_if_cancelled(task: Task) -> None:
         raise Cancelled
 
 
+class _AsyncLockLike:
+    """``async with x:`` is ``await x.acquire()`` ... ``x.release()``."""
+
+    __slots__ = ()
+
+    async def acquire(self) -> None:
+        raise NotImplementedError
+
+    def release(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
+
+
 # -- Event -----------------------------------------------------------------------------
 
 
@@ -126,7 +146,7 @@ class LockStatistics:
     tasks_waiting: int
 
 
-class _LockBase:
+class _LockBase(_AsyncLockLike):
     __slots__ = ("_lot", "_owner")
 
     def __init__(self) -> None:
@@ -189,14 +209,6 @@ class _LockBase:
         else:
             self._owner = None
 
-    async def __aenter__(self) -> None:
-        await self.acquire()
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.release()
-
     def statistics(self) -> LockStatistics:
         return LockStatistics(
             locked=self._owner is not None, owner=self._owner, tasks_waiting=len(self._lot)
@@ -233,7 +245,7 @@ def _check_count(value: object, what: str) -> int:
 
 
 @public
-class Semaphore:
+class Semaphore(_AsyncLockLike):
     """A counter of tokens: ``acquire`` takes one (waiting, FIFO, while none is left),
     ``release`` gives one back. Any task may release."""
 
@@ -273,14 +285,6 @@ class Semaphore:
             self._lot.unpark()
         else:
             self._value += 1
-
-    async def __aenter__(self) -> None:
-        await self.acquire()
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.release()
 
     def statistics(self) -> SemaphoreStatistics:
         return SemaphoreStatistics(value=self._value, max_value=None, tasks_waiting=len(self._lot))
@@ -323,7 +327,7 @@ class ConditionStatistics:
 
 
 @public
-class Condition:
+class Condition(_AsyncLockLike):
     """Wait for a notification while holding a lock (``Condition(lock=None)`` makes
     its own :class:`Lock`).
 
@@ -356,14 +360,6 @@ class Condition:
         await self._lock.acquire()
 
     def release(self) -> None:
-        self._lock.release()
-
-    async def __aenter__(self) -> None:
-        await self._lock.acquire()
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
         self._lock.release()
 
     def _check_owner(self, what: str) -> Task:
@@ -455,7 +451,7 @@ class CapacityLimiterStatistics:
 
 
 @public
-class CapacityLimiter:
+class CapacityLimiter(_AsyncLockLike):
     """At most ``total_tokens`` borrowers at a time (e.g. concurrent worker threads).
 
     Each borrower (by default the current task) holds at most one token.
@@ -562,14 +558,6 @@ class CapacityLimiter:
 
     def release(self) -> None:
         self.release_on_behalf_of(_current_task("CapacityLimiter.release()"))
-
-    async def __aenter__(self) -> None:
-        await self.acquire()
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.release()
 
     def statistics(self) -> CapacityLimiterStatistics:
         return CapacityLimiterStatistics(
