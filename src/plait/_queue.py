@@ -110,16 +110,22 @@ class Queue(Generic[T]):
     def put_nowait(self, item: T) -> None:
         """Enqueue ``item`` now; :class:`plait.WouldBlock` if full,
         :class:`plait.ClosedResourceError` if closed."""
+        if not self._try_put(item):
+            raise WouldBlock
+
+    def _try_put(self, item: T) -> bool:
+        """Enqueue ``item`` if that needs no wait; False if the queue is full."""
         if self._closed:
             raise ClosedResourceError(f"put on a closed {type(self).__name__}")
-        if self._getters:
+        if self._getters._live:
             self._unfinished += 1
             self._getters.unpark(item)  # the getter wakes with it: no container trip
         elif len(self._items) < self._maxsize:
             self._push(item)  # may raise (PriorityQueue: incomparable): nothing counted
             self._unfinished += 1
         else:
-            raise WouldBlock
+            return False
+        return True
 
     async def put(self, item: T) -> None:
         """Enqueue ``item``, waiting while the queue is full. A checkpoint. If it raises
@@ -130,18 +136,10 @@ class Queue(Generic[T]):
             task = _current_task(f"{type(self).__name__}.put()")
         if task._scope._eff:
             raise Cancelled
-        if self._closed:
-            raise ClosedResourceError(f"put on a closed {type(self).__name__}")
-        if self._getters._live:
-            self._unfinished += 1
-            self._getters.unpark(item)  # the getter wakes with it: no container trip
-        elif len(self._items) < self._maxsize:
-            self._push(item)  # may raise (PriorityQueue: incomparable): nothing counted
-            self._unfinished += 1
+        if self._try_put(item):
+            await checkpoint(_SCHEDULE_POINT)  # = schedule_point(): the put is done
         else:
             await self._putters.park_task(task, item)
-            return
-        await checkpoint(_SCHEDULE_POINT)  # = schedule_point()
 
     # -- get ---------------------------------------------------------------------------
 
