@@ -7,7 +7,11 @@ ORDER = (
     "queue_ping_pong",
     "timers",
     "tcp_echo",
+    "tcp_echo_lowlevel",
+    "tcp_bulk",
+    "tcp_bulk_lowlevel",
     "idle_task_bytes",
+    "tcp_conn_bytes",
 )
 """Workloads are reported in this order (DESIGN.md section 7); unlisted ones follow,
 alphabetically."""

@@ -255,6 +255,11 @@ class CancelScope:
         assert task is not None
         assert self._parent is not None
         if task._loop._current_task is not task:
+            if etype is GeneratorExit:
+                # The coroutine is being closed outside its loop (garbage collected
+                # after the run was abandoned, e.g. by a second Ctrl-C): there is no
+                # scope tree left to keep consistent, and nothing to report.
+                return False
             raise RuntimeError(
                 f"{self!r} exited in a different task than the one that entered it; a "
                 "cancel scope (or TaskGroup) must be entered and exited by the same task"

@@ -45,11 +45,12 @@ from ._clock import Clock, SystemClock
 from ._handles import Handle, TimerHandle
 from ._interrupt import install_sigint_handler
 from ._local import run_state
-from ._reactor import READABLE, WRITABLE, Reactor
+from ._reactor import READABLE, WRITABLE, Reactor, _fileno
 from ._spawn import coerce_coroutine
 from ._task import Task
 from ._timers import TimerQueue
 from ._traps import _SCHEDULE_POINT, Abort, RaiseCancelT, _Park
+from ._traps import checkpoint as _checkpoint
 from ._wakeup import WakeupChannel
 
 __all__ = ["Loop"]
@@ -177,7 +178,11 @@ class Loop:
         self._system_group: _RootGroup | None = None
         # Ctrl-C: set by the SIGINT handler when it fires inside plait's own code.
         self._ki_pending = False
+        # Created on first use by plait.to_thread (a CapacityLimiter; L6 owns it).
+        self._default_thread_limiter: Any = None
         self._ki: KeyboardInterrupt | None = None
+        # A second Ctrl-C came during the run: raise KeyboardInterrupt, run no more tasks.
+        self._ki_forced = False
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("running" if self._running else "idle")
@@ -481,6 +486,7 @@ class Loop:
             asyncgens.uninstall()
             if restore_sigint is not None:
                 restore_sigint()
+            self._ki_forced = False
             self._exit_run()
         crashes = self._system_group.crashes
         self._system_group = self._root_scope = self._system_scope = None
@@ -539,8 +545,11 @@ class Loop:
         return ki
 
     def _kernel_interrupted(self, ki: KeyboardInterrupt) -> None:
-        """Ctrl-C hit plait's own code: cancel everything, raise ``ki`` at the end."""
+        """Ctrl-C hit plait's own code: cancel everything, raise ``ki`` at the end.
+        After a second Ctrl-C (``_ki_forced``), raise it now: the run is abandoned."""
         self._ki_pending = False
+        if self._ki_forced:
+            raise ki
         if self._ki is None:
             self._ki = ki
         if self._root_scope is not None:
@@ -662,6 +671,8 @@ class Loop:
         if joiners:
             for fn in joiners:
                 fn(task)
+        if self._ki_forced:  # a second Ctrl-C: run no other task (see _interrupt.py)
+            raise exc if isinstance(exc, KeyboardInterrupt) else KeyboardInterrupt
 
     def _run_once(self) -> None:
         runq = self._runq
@@ -739,6 +750,10 @@ class Loop:
                     }
                 )
                 del exc
+        # A finished callback must not stay alive in this frame while the tasks run:
+        # on Python 3.12+ their frames link back here (f_back), and a callback's
+        # arguments (e.g. an error handed to a task) would close a reference cycle.
+        handle = None  # type: ignore[assignment]
 
         # Run the tasks that were ready when this step began. (The hot path.)
         n = len(runq)
@@ -810,9 +825,15 @@ class Loop:
 
     # -- services for the layers above -------------------------------------------------
 
-    async def _wait_fd(self, fd: Any, which: int) -> None:
+    def _wait_fd(self, fd: Any, which: int, token: int = 0) -> Any:
+        """Park the current task until ``fd`` is readable/writable (an awaitable).
+
+        ``token``: see ``Reactor.set`` (only for owners that forget() before close)."""
         reactor = self._reactor
-        old = reactor.get(fd, which)
+        if fd.__class__ is not int or fd < 0:
+            fd = _fileno(fd)
+        st = reactor._fds.get(fd)
+        old = None if st is None else st.reader if which == READABLE else st.writer
         if old is not None:
             from .._exceptions import BusyResourceError
 
@@ -822,16 +843,13 @@ class Loop:
                 f"{'readable' if which == READABLE else 'writable'}; only one task may "
                 "wait per fd and direction"
             )
-        fdn = reactor.set(fd, which, self._current_task)
-        del old
+        fdn = reactor.set(fd, which, self._current_task, token)
 
         def abort(_: RaiseCancelT) -> Abort:
             reactor.clear(fdn, which)
             return Abort.SUCCEEDED
 
-        from ._traps import wait_task_rescheduled
-
-        await wait_task_rescheduled(abort)
+        return _checkpoint(_Park(abort))
 
     def _wait_idle(self, cushion: float) -> Any:
         task = self._current_task

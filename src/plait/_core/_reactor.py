@@ -49,7 +49,7 @@ def _fileno(fd: Any) -> int:
 
 
 class _FdState:
-    __slots__ = ("reader", "registered", "want", "writer")
+    __slots__ = ("reader", "registered", "token", "want", "writer")
 
     def __init__(self) -> None:
         self.reader: Any = None
@@ -58,6 +58,9 @@ class _FdState:
         self.want = 0
         # What the OS poller currently watches; may be wider than ``want`` (lazily narrowed).
         self.registered = 0
+        # Who registered it (see Reactor.set); 0: somebody we cannot trust to tell us
+        # before the fd is closed.
+        self.token = 0
 
 
 class Reactor:
@@ -89,10 +92,17 @@ class Reactor:
             return None
         return st.reader if which == READABLE else st.writer
 
-    def set(self, fd: Any, which: int, obj: Any) -> int:
+    def set(self, fd: Any, which: int, obj: Any, token: int = 0) -> int:
         """Make ``obj`` the reader or writer of ``fd`` (replacing any); returns the fd.
 
         Callers that must refuse a second waiter check :meth:`get` first.
+
+        Fresh interest normally tells the OS again, even when the lazy registration
+        seems to cover it: the fd may have been closed since and its number reused by
+        a new file the OS has never heard of (one ``epoll_ctl`` per wait, not two). An
+        owner that always calls :meth:`forget` before closing its fd (plait's own
+        sockets) passes a ``token`` unique to it; while the registration carries the
+        same token it is known to be current, and no syscall is made at all.
         """
         fdn = _fileno(fd)
         st = self._fds.get(fdn)
@@ -104,10 +114,7 @@ class Reactor:
             st.writer = obj
         fresh = not st.want & which
         st.want |= which
-        # Fresh interest always tells the OS, even if the lazy registration seems to
-        # cover it: the fd may have been closed since, and its number reused by a new
-        # fd the OS has never heard of. (One epoll_ctl per wait, not two.)
-        if fresh or st.registered & which != which:
+        if not st.registered & which or (fresh and (not token or st.token != token)):
             try:
                 self._register(fdn, st, st.registered | which)
             except BaseException:
@@ -120,6 +127,7 @@ class Reactor:
                 if not st.want and not st.registered:
                     del self._fds[fdn]
                 raise
+            st.token = token
         return fdn
 
     def clear(self, fd: Any, which: int, *, eager: bool = False) -> Any:
