@@ -5,6 +5,7 @@ This module only re-exports; the code lives in the private modules (see DESIGN.m
 
 from __future__ import annotations
 
+from . import abc as abc
 from . import from_thread as from_thread
 from . import lowlevel as lowlevel
 from . import sched as sched
@@ -29,6 +30,7 @@ from ._exceptions import Deadlock as Deadlock
 from ._exceptions import EndOfStream as EndOfStream
 from ._exceptions import TaskCancelled as TaskCancelled
 from ._exceptions import WouldBlock as WouldBlock
+from ._futures import wait_future as wait_future
 from ._gather import as_completed as as_completed
 from ._gather import coroutine as coroutine
 from ._gather import gather as gather
@@ -40,6 +42,7 @@ from ._net import open_unix_stream as open_unix_stream
 from ._net import serve_listeners as serve_listeners
 from ._net import serve_tcp as serve_tcp
 from ._net import serve_unix as serve_unix
+from ._portal import Portal as Portal
 from ._queue import LifoQueue as LifoQueue
 from ._queue import PriorityQueue as PriorityQueue
 from ._queue import Queue as Queue
@@ -64,6 +67,7 @@ from ._sync import Lock as Lock
 from ._sync import LockStatistics as LockStatistics
 from ._sync import Semaphore as Semaphore
 from ._sync import SemaphoreStatistics as SemaphoreStatistics
+from ._threadpool import ThreadPool as ThreadPool
 from ._threadqueue import ThreadQueue as ThreadQueue
 from ._threadqueue import ThreadQueueStatistics as ThreadQueueStatistics
 from ._timeouts import current_time as current_time
