@@ -31,7 +31,7 @@ from ._core._parking_lot import ParkingLot
 from ._core._traps import _SCHEDULE_POINT, checkpoint, schedule_point
 from ._exceptions import Cancelled, ClosedResourceError, EndOfStream, WouldBlock
 from ._sync import _current_task, _raise_if_cancelled
-from ._util import describe, public
+from ._util import describe, heappush_or_undo, public
 
 __all__ = ["LifoQueue", "PriorityQueue", "Queue", "QueueStatistics"]
 
@@ -266,18 +266,7 @@ class PriorityQueue(Queue[T]):
         self._items = []
 
     def _push(self, item: T) -> None:
-        heap = self._items
-        try:
-            heapq.heappush(heap, item)
-        except BaseException:
-            # Incomparable items: heappush appended it (and swapped some entries) before
-            # the comparison failed. Take it out again and restore the heap order.
-            for index in range(len(heap) - 1, -1, -1):
-                if heap[index] is item:
-                    del heap[index]
-                    break
-            heapq.heapify(heap)
-            raise
+        heappush_or_undo(self._items, item)  # incomparable items: refused, heap intact
 
     def _pop(self) -> T:
         return heapq.heappop(self._items)  # type: ignore[no-any-return]

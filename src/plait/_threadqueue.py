@@ -66,7 +66,7 @@ from ._core._local import run_state
 from ._core._traps import Abort, RaiseCancelT, schedule_point, wait_task_rescheduled
 from ._exceptions import Cancelled
 from ._sync import _current_task
-from ._util import describe, public
+from ._util import describe, heappush_or_undo, public
 
 if TYPE_CHECKING:
     from ._core._kernel import Loop
@@ -633,17 +633,7 @@ class ThreadPriorityQueue(ThreadQueue[T]):
         self.queue = []
 
     def _put(self, item: T) -> None:
-        heap = self.queue
-        try:
-            heapq.heappush(heap, item)
-        except BaseException:
-            # heappush appended the item before the comparison failed: take it out.
-            for index in range(len(heap) - 1, -1, -1):
-                if heap[index] is item:
-                    del heap[index]
-                    break
-            heapq.heapify(heap)
-            raise
+        heappush_or_undo(self.queue, item)  # incomparable items: refused, heap intact
 
     def _get(self) -> T:
         return heapq.heappop(self.queue)  # type: ignore[no-any-return]

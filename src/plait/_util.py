@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -53,3 +54,18 @@ def describe(obj: object) -> str:
     if len(text) > 80:
         text = text[:77] + "..."
     return f"{text} ({type(obj).__name__})"
+
+
+def heappush_or_undo(heap: list[Any], item: Any) -> None:
+    """``heapq.heappush``, leaving ``heap`` as it was if comparing ``item`` fails.
+
+    (heappush appends the item, and may swap entries, before a comparison raises.)"""
+    try:
+        heapq.heappush(heap, item)
+    except BaseException:
+        for index in range(len(heap) - 1, -1, -1):
+            if heap[index] is item:
+                del heap[index]
+                break
+        heapq.heapify(heap)
+        raise
