@@ -10,6 +10,12 @@ ORDER = (
     "tcp_echo_lowlevel",
     "tcp_bulk",
     "tcp_bulk_lowlevel",
+    "to_thread",
+    "thread_queue_baseline",
+    "portal_submit",
+    "executor_submit_baseline",
+    "gil_scaling_hash",
+    "gil_scaling_python",
     "idle_task_bytes",
     "tcp_conn_bytes",
 )
