@@ -708,9 +708,17 @@ class Loop:
         else:
             events = reactor.poll(timeout)
         if events:
+            fds = reactor._fds
             for obj, fd, which in events:
                 if obj.__class__ is Task:
-                    reactor.clear(fd, which)
+                    st = fds[fd]
+                    if which == READABLE:
+                        st.reader = None
+                    else:
+                        st.writer = None
+                    st.want &= ~which
+                    if not st.want and fd in reactor._always_ready:
+                        reactor.clear(fd, which)  # drops the always-ready entry
                     if obj._abort_fn is not None:
                         self._kernel_reschedule(obj, None, None)
                 elif obj is _WAKEUP:
@@ -843,7 +851,17 @@ class Loop:
                 f"{'readable' if which == READABLE else 'writable'}; only one task may "
                 "wait per fd and direction"
             )
-        fdn = reactor.set(fd, which, self._current_task, token)
+        if st is not None and token and st.token == token and st.registered & which:
+            # An owner's fd that epoll still watches for this: just take the slot (the
+            # same bookkeeping Reactor.set does, without its checks and syscall).
+            if which == READABLE:
+                st.reader = self._current_task
+            else:
+                st.writer = self._current_task
+            st.want |= which
+        else:
+            reactor.set(fd, which, self._current_task, token)
+        fdn = fd
 
         def abort(_: RaiseCancelT) -> Abort:
             reactor.clear(fdn, which)
