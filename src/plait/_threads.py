@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextvars
 import inspect
 import threading
+import types
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -37,7 +38,7 @@ from ._core._local import current_loop, current_loop_or_none
 from ._core._spawn import coerce_coroutine
 from ._core._thread_cache import start_thread_soon
 from ._core._traps import Abort, RaiseCancelT, wait_task_rescheduled
-from ._exceptions import Cancelled
+from ._exceptions import Cancelled, WouldBlock
 from ._sync import CapacityLimiter
 from ._util import describe
 
@@ -51,6 +52,9 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+_FunctionType = types.FunctionType
+_ASYNC_FLAGS = inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
 
 DEFAULT_THREAD_LIMIT = 40
 
@@ -91,6 +95,19 @@ def current_default_thread_limiter() -> CapacityLimiter:
     return limiter
 
 
+def _refuse_async(fn: Any) -> None:
+    raise TypeError(
+        f"to_thread.run_sync() runs a synchronous function in a thread, but "
+        f"{_name_of(fn)} is async: await it directly instead"
+    )
+
+
+def _thread_name(fn: Any) -> str:
+    # The worker thread's name while it runs fn (shown by debuggers and ``plait ps``).
+    name = getattr(fn, "__qualname__", None)
+    return "plait.to_thread: " + (name if name.__class__ is str else _name_of(fn))
+
+
 def _name_of(fn: Any) -> str:
     return str(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or fn)
 
@@ -105,26 +122,31 @@ async def to_thread_run_sync(
 
     See the module notes for cancellation. ``limiter`` (default: the loop's
     ``CapacityLimiter(40)``) bounds how many threads run at once."""
-    if not callable(fn):
+    if fn.__class__ is _FunctionType:
+        if fn.__code__.co_flags & _ASYNC_FLAGS:
+            _refuse_async(fn)
+    elif not callable(fn):
         raise TypeError(f"to_thread.run_sync() needs a function, got {describe(fn)}")
-    if inspect.iscoroutinefunction(fn) or inspect.iscoroutine(fn):
-        raise TypeError(
-            f"to_thread.run_sync() runs a synchronous function in a thread, but "
-            f"{_name_of(fn)} is async: await it directly instead"
-        )
+    elif inspect.iscoroutinefunction(fn) or inspect.iscoroutine(fn):
+        _refuse_async(fn)
     loop = current_loop("plait.to_thread.run_sync()")
+
     task = loop._current_task
     if task is None:
         raise RuntimeError("plait.to_thread.run_sync() must be awaited in a task")
     if limiter is None:
-        limiter = current_default_thread_limiter()
+        limiter = loop._default_thread_limiter or current_default_thread_limiter()
     elif not isinstance(limiter, CapacityLimiter):
         raise TypeError(f"limiter must be a plait.CapacityLimiter, got {describe(limiter)}")
     if task._scope._eff:
         raise Cancelled
     job = _Job(loop, task)
     del task
-    await limiter.acquire_on_behalf_of(job)
+    try:
+        # No wait for a free token: the park below is this call's schedule point.
+        limiter.acquire_on_behalf_of_nowait(job)
+    except WouldBlock:
+        await limiter.acquire_on_behalf_of(job)
     context = contextvars.copy_context()
 
     def work() -> Any:
@@ -156,7 +178,7 @@ async def to_thread_run_sync(
         return Abort.FAILED
 
     try:
-        start_thread_soon(work, deliver, name=f"plait.to_thread: {_name_of(fn)}")
+        start_thread_soon(work, deliver, name=_thread_name(fn))
     except BaseException:
         limiter.release_on_behalf_of(job)
         raise
