@@ -1,0 +1,1 @@
+"""Process pool internals: the worker wire protocol, workers, and the pool (issue 6)."""
