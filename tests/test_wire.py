@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from plait._processes._wire import (
     HEADER,
     MAGIC,
+    BufferKind,
     BufferRef,
     Decoder,
     Message,
@@ -23,10 +24,10 @@ from plait._processes._wire import (
 )
 
 SAMPLES = [
-    Message(MessageKind.CALL, 1, b"\x80\x05call", (BufferRef("psm_a1", 1 << 20),)),
+    Message(MessageKind.CALL, 1, b"\x80\x05call", (BufferRef(0, 1 << 20),)),
     Message(MessageKind.RESULT, 1, b"result" * 100),
-    Message(MessageKind.ERROR, 2, b"err", (BufferRef("x", 0), BufferRef("\u00e9t\u00e9", 7))),
-    Message(MessageKind.CANCEL, 3),
+    Message(MessageKind.ERROR, 2, b"err", (BufferRef(0, 0), BufferRef(4096, 7, BufferKind.BYTES))),
+    Message(MessageKind.INIT, 3),
     Message(MessageKind.READY, 0),
     Message(MessageKind.SHUTDOWN, 0),
     Message(MessageKind.CALL, 2**64 - 1, bytearray(b"max id")),
@@ -95,10 +96,10 @@ class TestRoundTrip:
         assert decode_all(*chunks)[0].payload == payload
 
     def test_empty_payload_is_one_chunk(self) -> None:
-        assert len(encode_chunks(Message(MessageKind.CANCEL, 9))) == 1
+        assert len(encode_chunks(Message(MessageKind.INIT, 9))) == 1
 
     def test_header_layout(self) -> None:
-        frame = encode(Message(MessageKind.CANCEL, 258, b"ab"))
+        frame = encode(Message(MessageKind.INIT, 258, b"ab"))
         assert (
             frame
             == MAGIC
@@ -185,7 +186,7 @@ class TestLargePayloads:
 
     def test_large_payload_in_odd_chunks(self) -> None:
         payload = b"x" * (self.SIZE + 3)
-        frame = encode(Message(MessageKind.CALL, 2, payload, (BufferRef("s", 1),)))
+        frame = encode(Message(MessageKind.CALL, 2, payload, (BufferRef(0, 1),)))
         cuts = [0, 1, 17, 100_000, len(frame) // 2, len(frame) - 1, len(frame)]
         [message] = decode_all(*(frame[a:b] for a, b in itertools.pairwise(cuts)))
         assert message.payload == payload
@@ -199,8 +200,9 @@ MESSAGES = st.builds(
     buffers=st.lists(
         st.builds(
             BufferRef,
-            name=st.text(min_size=1, max_size=40).filter(lambda s: len(s.encode()) <= 255),
-            size=st.integers(0, 2**64 - 1),
+            offset=st.integers(0, 2**63 - 1),
+            size=st.integers(0, 2**63),
+            kind=st.sampled_from(BufferKind),
         ),
         max_size=4,
     ).map(tuple),
@@ -255,23 +257,20 @@ class TestGarbage:
             header(nbuffers=3, body_len=5) + bytes(5)
         )
 
-    def test_descriptor_name_past_body(self) -> None:
-        body = struct.pack("!QB", 10, 200) + b"abc"
-        text = failure(header(nbuffers=1, body_len=len(body)) + body)
-        assert "buffer descriptor 0 name runs past the body" in text
-
     def test_descriptor_past_body(self) -> None:
-        body = struct.pack("!QB", 10, 10) + b"a" * 10 + bytes(6)  # 25 >= 2 * 10 bytes
-        text = failure(header(nbuffers=2, body_len=len(body)) + body)
-        assert "buffer descriptor 1 runs past the end of the body" in text
+        body = struct.pack("!QQB", 10, 10, 0) + bytes(18)  # 35 >= 2 * 17 bytes
+        text = failure(header(nbuffers=3, body_len=len(body)) + body)
+        assert "announces 3 buffers but its body is only 35 bytes" in text
 
-    def test_descriptor_empty_name(self) -> None:
-        body = struct.pack("!QB", 10, 0) + bytes(9)
-        assert "empty name" in failure(header(nbuffers=1, body_len=len(body)) + body)
+    def test_descriptor_overflows(self) -> None:
+        body = struct.pack("!QQB", 2**64 - 1, 1, 0)
+        text = failure(header(nbuffers=1, body_len=len(body)) + body)
+        assert "buffer descriptor 0 ends past 2**64-1" in text
 
-    def test_descriptor_name_not_utf8(self) -> None:
-        body = struct.pack("!QB", 10, 1) + b"\xff" + bytes(8)
-        assert "not UTF-8" in failure(header(nbuffers=1, body_len=len(body)) + body)
+    def test_descriptor_unknown_kind(self) -> None:
+        body = struct.pack("!QQB", 0, 1, 9)
+        text = failure(header(nbuffers=1, body_len=len(body)) + body)
+        assert "buffer descriptor 0 has unknown kind 9" in text
 
     def test_messages_before_garbage_are_delivered_first(self) -> None:
         decoder = Decoder()
@@ -356,16 +355,21 @@ class TestValidation:
     def test_buffers_type_and_list_becomes_tuple(self) -> None:
         with pytest.raises(TypeError, match="BufferRef"):
             Message(MessageKind.CALL, 0, b"", ("name",))  # type: ignore[arg-type]
-        message = Message(MessageKind.CALL, 0, b"", [BufferRef("a", 1)])  # type: ignore[arg-type]
-        assert message.buffers == (BufferRef("a", 1),)
+        message = Message(MessageKind.CALL, 0, b"", [BufferRef(0, 1)])  # type: ignore[arg-type]
+        assert message.buffers == (BufferRef(0, 1),)
 
     def test_buffer_ref(self) -> None:
-        with pytest.raises(TypeError, match="non-empty"):
-            BufferRef("", 1)
-        with pytest.raises(ValueError, match="255 bytes"):
-            BufferRef("\u00e9" * 128, 1)
+        with pytest.raises(TypeError, match="offset"):
+            BufferRef("a", 1)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="size"):
+            BufferRef(0, True)
         with pytest.raises(ValueError, match="size"):
-            BufferRef("a", -1)
+            BufferRef(0, -1)
+        with pytest.raises(ValueError, match="past 2"):
+            BufferRef(2**64 - 1, 1)
+        assert BufferRef(10, 5).end == 15
+        with pytest.raises(TypeError, match="kind"):
+            BufferRef(0, 1, 1)  # type: ignore[arg-type]
 
     def test_encode_refuses_oversize(self) -> None:
         with pytest.raises(WireError, match="above the 10-byte limit"):

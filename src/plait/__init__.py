@@ -11,6 +11,7 @@ from . import lowlevel as lowlevel
 from . import sched as sched
 from . import socket as socket
 from . import testing as testing
+from . import to_process as to_process
 from . import to_thread as to_thread
 from ._core._cancel import CancelScope as CancelScope
 from ._core._handles import Handle as Handle
@@ -43,6 +44,7 @@ from ._net import serve_listeners as serve_listeners
 from ._net import serve_tcp as serve_tcp
 from ._net import serve_unix as serve_unix
 from ._portal import Portal as Portal
+from ._processes._pool import ProcessPool as ProcessPool
 from ._queue import LifoQueue as LifoQueue
 from ._queue import PriorityQueue as PriorityQueue
 from ._queue import Queue as Queue

@@ -180,6 +180,7 @@ class Loop:
         self._ki_pending = False
         # Created on first use by plait.to_thread (a CapacityLimiter; L6 owns it).
         self._default_thread_limiter: Any = None
+        self._default_process_pool: Any = None  # plait.to_process's, made on first use
         self._ki: KeyboardInterrupt | None = None
         # A second Ctrl-C came during the run: raise KeyboardInterrupt, run no more tasks.
         self._ki_forced = False

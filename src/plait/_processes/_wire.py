@@ -12,11 +12,14 @@ Every message travels as one *frame*::
         call_id    Q   which call the message belongs to (0 for READY / SHUTDOWN)
         body_len   Q   bytes after the header: descriptors + payload
     body
-        nbuffers descriptors, each "!QB" (size, name length) then the UTF-8 name
+        nbuffers descriptors, each "!QQB" (offset, size, BufferKind)
         payload    opaque bytes (a pickle produced elsewhere), up to the end of the body
 
-The descriptors name the shared-memory segments that hold the pickle protocol 5
-out-of-band buffers of the payload; the big bytes never pass through the pipe.
+The descriptors locate the pickle protocol 5 out-of-band buffers of the payload inside
+one shared-memory segment that travels beside the frame (as a file descriptor passed
+with the frame's first byte, see ``_channel.py``); the big bytes never pass through the
+stream. The codec only checks that each descriptor is well formed; the receiver checks
+them against the segment it got.
 
 This module does no I/O and no pickling. ``encode`` turns a :class:`Message` into bytes
 (or into chunks for ``os.writev``, so a large payload is not copied), and a
@@ -54,7 +57,7 @@ __all__ = [
     "HEADER",
     "MAGIC",
     "MAX_BUFFERS",
-    "MAX_NAME_BYTES",
+    "BufferKind",
     "BufferRef",
     "Decoder",
     "Message",
@@ -67,10 +70,10 @@ __all__ = [
 
 MAGIC = b"PLT1"
 HEADER = struct.Struct("!4sBBHQQ")
-_DESCRIPTOR = struct.Struct("!QB")
+_DESCRIPTOR = struct.Struct("!QQB")
+FAST_FRAME_SIZE = 1 << 16  # a frame this small that arrives whole is copied out at once
 DEFAULT_MAX_FRAME_SIZE = 1 << 30  # 1 GiB; big buffers go through shared memory anyway
 MAX_BUFFERS = (1 << 16) - 1
-MAX_NAME_BYTES = 255  # POSIX NAME_MAX for a shared-memory segment
 _U64 = (1 << 64) - 1
 
 Payload = bytes | bytearray | memoryview
@@ -86,30 +89,51 @@ class MessageKind(enum.IntEnum):
     CALL = 1  # parent -> worker: run this pickled call
     RESULT = 2  # worker -> parent: the pickled return value
     ERROR = 3  # worker -> parent: the pickled exception and remote traceback
-    CANCEL = 4  # parent -> worker: abandon call_id
-    READY = 5  # worker -> parent: started, waiting for calls
+    INIT = 4  # parent -> worker, first: sys.path, the initializer and its arguments
+    READY = 5  # worker -> parent: initialised, waiting for calls
     SHUTDOWN = 6  # parent -> worker: exit cleanly
+
+
+_KINDS = {kind.value: kind for kind in MessageKind}
+
+
+class BufferKind(enum.IntEnum):
+    """What the receiver makes of a buffer (the object the pickle expects there)."""
+
+    VIEW = 0  # a view of the mapped segment (numpy arrays, memoryviews): no copy
+    BYTES = 1  # a bytes object read out of the segment
+    BYTEARRAY = 2  # a bytearray read out of the segment
 
 
 @dataclass(frozen=True, slots=True)
 class BufferRef:
-    """A shared-memory segment holding one pickle protocol 5 out-of-band buffer."""
+    """Where one pickle protocol 5 out-of-band buffer lies in the message's segment,
+    and what the receiver should make of it."""
 
-    name: str
+    offset: int
     size: int
+    kind: BufferKind = BufferKind.VIEW
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name:
-            raise TypeError(f"BufferRef.name must be a non-empty str, got {self.name!r}")
-        if len(self.name.encode("utf-8")) > MAX_NAME_BYTES:
+        for field in ("offset", "size"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"BufferRef.{field} must be an int, got {value!r}")
+            if not 0 <= value <= _U64:
+                raise ValueError(f"BufferRef.{field} must be in 0..2**64-1, got {value}")
+        if self.offset + self.size > _U64:
             raise ValueError(
-                f"BufferRef.name is longer than {MAX_NAME_BYTES} bytes in UTF-8: "
-                f"{self.name[:40]!r}...; shared-memory names must be short"
+                f"BufferRef ends past 2**64-1 (offset {self.offset} + size {self.size})"
             )
-        if isinstance(self.size, bool) or not isinstance(self.size, int):
-            raise TypeError(f"BufferRef.size must be an int, got {self.size!r}")
-        if not 0 <= self.size <= _U64:
-            raise ValueError(f"BufferRef.size must be in 0..2**64-1, got {self.size}")
+        if not isinstance(self.kind, BufferKind):
+            raise TypeError(f"BufferRef.kind must be a BufferKind, got {self.kind!r}")
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.size
+
+
+_BUFFER_KINDS = {kind.value: kind for kind in BufferKind}
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +171,24 @@ class Message:
             )
         object.__setattr__(self, "buffers", buffers)
 
+    @classmethod
+    def trusted(
+        cls,
+        kind: MessageKind,
+        call_id: int,
+        payload: Payload = b"",
+        buffers: tuple[BufferRef, ...] = (),
+    ) -> Message:
+        """Make a message from fields known to be valid, skipping the checks (the
+        decoder's output, and messages the pool builds; it is on the hot path)."""
+        message = object.__new__(cls)
+        setattr_ = object.__setattr__
+        setattr_(message, "kind", kind)
+        setattr_(message, "call_id", call_id)
+        setattr_(message, "payload", payload)
+        setattr_(message, "buffers", buffers)
+        return message
+
 
 def _payload_view(payload: Payload) -> memoryview:
     view = memoryview(payload)
@@ -161,10 +203,7 @@ def encode_chunks(
     """Encode ``message`` as chunks to write in order (``os.writev``), without copying
     the payload: the header and descriptors, then the payload (omitted when empty)."""
     parts = [b""]
-    for ref in message.buffers:
-        name = ref.name.encode("utf-8")
-        parts.append(_DESCRIPTOR.pack(ref.size, len(name)))
-        parts.append(name)
+    parts.extend(_DESCRIPTOR.pack(ref.offset, ref.size, ref.kind) for ref in message.buffers)
     payload = _payload_view(message.payload)
     body_len = sum(map(len, parts)) + payload.nbytes
     if body_len > max_frame_size:
@@ -282,7 +321,20 @@ class Decoder:
         pos, end = 0, len(view)
         while pos < end:
             body = self._body
-            if body is None:
+            if body is None and not self._head and end - pos >= HEADER.size:
+                # Fast path: a whole header here. If the whole (small) frame is here
+                # too, copy its body out at once; else start it as usual.
+                kind, call_id, nbuffers, body_len = self._parse_header(view, pos)
+                start = pos + HEADER.size
+                if body_len <= FAST_FRAME_SIZE and end - start >= body_len:
+                    self._frame = (kind, call_id, nbuffers)
+                    self._finish_frame(memoryview(bytes(view[start : start + body_len])))
+                    pos = start + body_len
+                    continue
+                self._head += view[pos:start]
+                pos = start
+                self._start_frame()
+            elif body is None:
                 take = min(HEADER.size - len(self._head), end - pos)
                 self._head += view[pos : pos + take]
                 pos += take
@@ -306,16 +358,30 @@ class Decoder:
         )
 
     def _start_frame(self) -> None:
-        magic, kind_byte, flags, nbuffers, call_id, body_len = HEADER.unpack(self._head)
+        kind, call_id, nbuffers, body_len = self._parse_header(self._head, 0)
+        self._head.clear()
+        self._frame = (kind, call_id, nbuffers)
+        # Writes go through a memoryview: assigning a memoryview to a bytearray slice
+        # would first copy it into a temporary bytearray.
+        self._body = memoryview(bytearray(body_len))
+        self._filled = 0
+        if body_len == 0:
+            self._finish_frame()
+
+    def _parse_header(
+        self, data: bytes | bytearray | memoryview, pos: int
+    ) -> tuple[MessageKind, int, int, int]:
+        """Check the header at ``data[pos:]``; return (kind, call_id, nbuffers, body_len)."""
+        magic, kind_byte, flags, nbuffers, call_id, body_len = HEADER.unpack_from(data, pos)
         if magic != MAGIC:
+            self._head[:] = data[pos : pos + len(MAGIC)]
             self._bad_magic()
-        try:
-            kind = MessageKind(kind_byte)
-        except ValueError:
+        kind = _KINDS.get(kind_byte)
+        if kind is None:
             raise WireError(
                 f"unknown message kind {kind_byte} in frame for call {call_id}; valid kinds "
                 f"are {', '.join(f'{k.value} ({k.name})' for k in MessageKind)}"
-            ) from None
+            )
         if flags:
             raise WireError(
                 f"{kind.name} frame for call {call_id} sets unknown flags {flags:#04x}; "
@@ -326,49 +392,34 @@ class Decoder:
                 f"{kind.name} frame for call {call_id} announces a {body_len}-byte body, "
                 f"above max_frame_size={self._max}; refusing it before reading it"
             )
-        if body_len < nbuffers * (_DESCRIPTOR.size + 1):
+        if body_len < nbuffers * _DESCRIPTOR.size:
             raise WireError(
                 f"{kind.name} frame for call {call_id} announces {nbuffers} buffers but "
                 f"its body is only {body_len} bytes"
             )
-        self._head.clear()
-        self._frame = (kind, call_id, nbuffers)
-        # Writes go through a memoryview: assigning a memoryview to a bytearray slice
-        # would first copy it into a temporary bytearray.
-        self._body = memoryview(bytearray(body_len))
-        self._filled = 0
-        if body_len == 0:
-            self._finish_frame()
+        return kind, call_id, nbuffers, body_len
 
-    def _finish_frame(self) -> None:
-        body = self._body
-        assert body is not None
-        self._body = None
+    def _finish_frame(self, body: memoryview | None = None) -> None:
+        if body is None:
+            body = self._body
+            assert body is not None
+            self._body = None
         kind, call_id, nbuffers = self._frame
+        pos = nbuffers * _DESCRIPTOR.size  # (_start_frame checked that they fit)
         buffers: list[BufferRef] = []
-        pos = 0
         for index in range(nbuffers):
-            if pos + _DESCRIPTOR.size > len(body):
+            offset, size, kind_byte = _DESCRIPTOR.unpack_from(body, index * _DESCRIPTOR.size)
+            if offset + size > _U64:
                 raise WireError(
-                    f"{kind.name} frame for call {call_id}: buffer descriptor {index} "
-                    "runs past the end of the body"
+                    f"{kind.name} frame for call {call_id}: buffer descriptor {index} ends "
+                    f"past 2**64-1 (offset {offset} + size {size})"
                 )
-            size, name_len = _DESCRIPTOR.unpack_from(body, pos)
-            pos += _DESCRIPTOR.size
-            raw = bytes(body[pos : pos + name_len])
-            pos += name_len
-            if name_len == 0 or len(raw) != name_len:
-                reason = "has an empty name" if name_len == 0 else "name runs past the body"
+            buffer_kind = _BUFFER_KINDS.get(kind_byte)
+            if buffer_kind is None:
                 raise WireError(
-                    f"{kind.name} frame for call {call_id}: buffer descriptor {index} {reason}"
+                    f"{kind.name} frame for call {call_id}: buffer descriptor {index} has "
+                    f"unknown kind {kind_byte}"
                 )
-            try:
-                name = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise WireError(
-                    f"{kind.name} frame for call {call_id}: buffer descriptor {index} "
-                    f"has a name that is not UTF-8: {raw!r}"
-                ) from None
-            buffers.append(BufferRef(name, size))
+            buffers.append(BufferRef(offset, size, buffer_kind))
         payload: Payload = body[pos:].toreadonly() if pos < len(body) else b""
-        self._ready.append(Message(kind, call_id, payload, tuple(buffers)))
+        self._ready.append(Message.trusted(kind, call_id, payload, tuple(buffers)))
