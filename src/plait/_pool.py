@@ -174,7 +174,7 @@ class Pool(abc.ABC):
         *,
         ordered: bool = True,
         read_ahead: int | None = None,
-        progress: Callable[[MapProgress], object] | None = None,
+        progress: Callable[[MapProgress], object] | bool | None = None,
     ) -> PoolMap[T]:
         """Call ``fn(item)`` on the workers for each item; iterate over the results.
 
@@ -188,8 +188,10 @@ class Pool(abc.ABC):
         ``await results.aclose()``, or the end of ``async with pool.map(...) as
         results`` (which also waits for them) -- cancels the calls still running.
         ``progress(MapProgress)`` is called on the loop's thread each time a call has
-        finished. ``ClosedResourceError`` if the pool is closed; a call that starts
-        after the pool was closed fails with it.
+        finished; ``progress=True`` draws a progress bar on stderr instead (if stderr
+        is not a terminal: one summary line when the map ends). ``ClosedResourceError``
+        if the pool is closed; a call that starts after the pool was closed fails with
+        it.
         """
         what = f"{type(self).__name__}.map()"
         check_sync_fn(fn, what)

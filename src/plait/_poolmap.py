@@ -39,7 +39,10 @@ the loop's exception handler. Nothing outlives ``plait.run``.
 Progress. ``progress=`` is a callback called with a :class:`MapProgress` each time a
 call has finished successfully (on the loop's thread, in the task that ran the call:
 it must not block; if it raises, that is an error of the map). ``it.progress()`` gives
-the same snapshot on demand.
+the same snapshot on demand. ``progress=True`` uses a :class:`ProgressBar` instead: a
+one-line bar on stderr when it is a terminal, else one summary line when the map ends;
+the map tells the bar how it ended (done, failed, cancelled, stopped) wherever it ends,
+so the line is always finished.
 
 Rejected: an async generator with a TaskGroup open across its ``yield`` (the group's
 cancel scope would stay entered in the consumer while the consumer's own code runs, so
@@ -55,11 +58,14 @@ from __future__ import annotations
 
 import inspect
 import operator
+import os
+import sys
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TextIO, TypeVar
 
 from ._core._cancel import CancelScope
 from ._core._local import current_loop, current_loop_or_none
@@ -72,7 +78,7 @@ if TYPE_CHECKING:
     from ._core._task import Task
     from ._pool import Pool
 
-__all__ = ["MapProgress", "PoolMap", "fn_name"]
+__all__ = ["MapProgress", "PoolMap", "ProgressBar", "fn_name"]
 
 T = TypeVar("T")
 
@@ -100,14 +106,172 @@ class MapProgress:
 MapProgress.__module__ = "plait.abc"
 
 
+PROGRESS_STREAM: TextIO | None = None
+"""Where ``progress=True`` draws; None (the default) means ``sys.stderr`` as it is when
+the map is created. (For tests, and for programs that want the bar elsewhere.)"""
+
+REDRAW_INTERVAL = 0.1  # seconds: a terminal's bar is redrawn at most this often
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def _speed(done: int, elapsed: float) -> str:
+    if elapsed <= 0 or not done:
+        return "-/s"
+    rate = done / elapsed
+    return f"{rate:.1f}/s" if rate < 100 else f"{rate:.0f}/s"
+
+
+class ProgressBar:
+    """What ``Pool.map(..., progress=True)`` shows: a :class:`MapProgress` consumer.
+
+    On a terminal (``stream.isatty()``), one line redrawn in place with ``"\\r"`` at most
+    every :data:`REDRAW_INTERVAL` seconds (``update``) and once more, ended by a newline,
+    when the map ends however it ends (``finish``)::
+
+        map f: [#########...........]  45/100  45%  12.3/s  eta 4.5s
+
+    With no known total, no bar and no estimate: ``map f: 45 done  12.3/s``. Anywhere
+    else (a pipe, a file, a CI log), no line per step -- ``"\\r"`` redraws turn a log into
+    one huge line -- but one summary when the map ends: ``map f: 100 done in 3.2s
+    (31.2/s)``, or ``map f: 45 of 100 done, failed after 3.2s``. Rates use wall-clock
+    time (``time.monotonic``, or ``clock``), not the loop's clock: the bar is for people.
+    Writing never raises: a stream that is None, closed or broken turns the bar off.
+
+    Rejected: ``rich`` or ``tqdm`` (as a dependency, or behind an extra): a dependency
+    of the core for one line of output, with global state of its own (tqdm's monitor
+    thread, rich's console and its refresh thread) where the pools promise to leave no
+    thread behind; and a bar that can only be had with an extra installed would
+    make ``progress=True`` fail, or silently do nothing, depending on the environment.
+    Users who want a rich display pass their own ``progress=`` callback.
+    """
+
+    __slots__ = ("clock", "finished", "last_draw", "name", "start", "stream", "tty", "width")
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        stream: TextIO | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if stream is None:
+            stream = PROGRESS_STREAM if PROGRESS_STREAM is not None else sys.stderr
+        self.name = name if len(name) <= 40 else name[:39] + "\u2026"
+        self.stream: TextIO | None = stream
+        self.clock = clock
+        self.start = clock()
+        self.last_draw: float | None = None  # when the line was last drawn (terminal)
+        self.width = 0  # the length of the line on screen (a shorter redraw pads)
+        self.finished = stream is None
+        try:
+            self.tty = stream is not None and bool(stream.isatty())
+        except Exception:  # closed, or not a real stream
+            self.tty = False
+
+    def update(self, progress: MapProgress) -> None:
+        """Redraw the line, unless it was drawn less than REDRAW_INTERVAL ago."""
+        if self.finished or not self.tty:
+            return
+        now = self.clock()
+        if self.last_draw is not None and now - self.last_draw < REDRAW_INTERVAL:
+            return
+        self.last_draw = now
+        self._draw(progress, now - self.start, None)
+
+    def finish(self, progress: MapProgress, outcome: str) -> None:
+        """The map has ended (``outcome``: done, failed, cancelled or stopped): draw the
+        final line and end it with a newline, or write the summary. Once only."""
+        if self.finished:
+            return
+        self.finished = True
+        elapsed = self.clock() - self.start
+        if self.tty:
+            self._draw(progress, elapsed, outcome)
+        else:
+            self._write(self.summary(progress, elapsed, outcome) + "\n")
+
+    def line(
+        self, progress: MapProgress, elapsed: float, outcome: str | None, bar: bool = True
+    ) -> str:
+        """The terminal line (``outcome`` None: the map is still running)."""
+        done, total = progress.done, progress.total
+        speed = _speed(done, elapsed)
+        if total is None:
+            head = f"map {self.name}: {done} done  {speed}"
+        else:
+            percent = 100 if total <= 0 else min(100, 100 * done // total)
+            counts = f"{done:>{len(str(total))}}/{total} {percent:3d}%  {speed}"
+            if bar:
+                filled = 20 if total <= 0 else min(20, 20 * done // total)
+                counts = f"[{'#' * filled}{'.' * (20 - filled)}] {counts}"
+            head = f"map {self.name}: {counts}"
+        if outcome is None:
+            if total is None:
+                return head
+            if not done or elapsed <= 0:
+                return f"{head}  eta ?"
+            return f"{head}  eta {_duration(max(0, total - done) * elapsed / done)}"
+        if outcome == "done":
+            return f"{head}  in {_duration(elapsed)}"
+        return f"{head}  {outcome} after {_duration(elapsed)}"
+
+    def summary(self, progress: MapProgress, elapsed: float, outcome: str) -> str:
+        """The one line written off a terminal when the map ends."""
+        done, total = progress.done, progress.total
+        if outcome == "done":
+            speed = f" ({_speed(done, elapsed)})" if elapsed > 0 and done else ""
+            return f"map {self.name}: {done} done in {_duration(elapsed)}{speed}"
+        count = f"{done} done" if total is None else f"{done} of {total} done"
+        return f"map {self.name}: {count}, {outcome} after {_duration(elapsed)}"
+
+    def _draw(self, progress: MapProgress, elapsed: float, outcome: str | None) -> None:
+        """Draw the line over the previous one (a newline after it if ``outcome``)."""
+        columns = 0
+        try:
+            columns = os.get_terminal_size(self.stream.fileno()).columns  # type: ignore[union-attr]
+        except Exception:  # (None, closed, or not a file: StringIO)
+            pass
+        limit = max((columns or 80) - 1, 20)  # a wrapped line cannot be redrawn in place
+        text = self.line(progress, elapsed, outcome)
+        if len(text) > limit:  # a narrow terminal: the bar goes first, then the end
+            text = self.line(progress, elapsed, outcome, bar=False)[:limit]
+        padding = " " * max(0, self.width - len(text))
+        self.width = len(text)
+        self._write(f"\r{text}{padding}" if outcome is None else f"\r{text}{padding}\n")
+
+    def _write(self, text: str) -> None:
+        stream = self.stream
+        if stream is None:
+            return
+        try:
+            stream.write(text)
+            stream.flush()
+        except Exception:
+            self.finished = True  # closed or broken: stop drawing, never raise
+
+
 class _Progress:
-    """A map's counters and its progress callback. The call tasks refer to this and to
-    nothing else of the map, so it must not refer back to the group or the iterator."""
+    """A map's counters, its progress callback and bar. The call tasks refer to this and
+    to nothing else of the map, so it must not refer back to the group or the iterator."""
 
-    __slots__ = ("callback", "done", "submitted", "total")
+    __slots__ = ("bar", "callback", "done", "submitted", "total")
 
-    def __init__(self, callback: Callable[[MapProgress], object] | None, total: int | None):
+    def __init__(
+        self,
+        callback: Callable[[MapProgress], object] | None,
+        total: int | None,
+        bar: ProgressBar | None = None,
+    ):
         self.callback = callback
+        self.bar = bar
         self.total = total
         self.done = 0
         self.submitted = 0
@@ -117,6 +281,8 @@ class _Progress:
 
     def step(self) -> None:
         self.done += 1
+        if self.bar is not None:
+            self.bar.update(self.snapshot())
         if self.callback is not None:
             self.callback(self.snapshot())
 
@@ -288,7 +454,7 @@ class PoolMap(AsyncIterator[T], Generic[T]):
         *,
         ordered: bool,
         read_ahead: int,
-        progress: Callable[[MapProgress], object] | None,
+        progress: Callable[[MapProgress], object] | bool | None,
     ) -> None:
         self._group: _MapGroup | None = None
         self._closed = False
@@ -300,10 +466,12 @@ class PoolMap(AsyncIterator[T], Generic[T]):
                 f"{what}: read_ahead must be >= 1 (how many items may be taken ahead of "
                 f"the consumer), got {read_ahead}"
             )
-        if progress is not None and not callable(progress):
+        if progress is False:
+            progress = None
+        if progress is not True and progress is not None and not callable(progress):
             raise TypeError(
-                f"{what}: progress must be a function called with a MapProgress, or None; "
-                f"got {describe(progress)}"
+                f"{what}: progress must be a function called with a MapProgress, True "
+                f"(draw a progress bar on stderr), or None; got {describe(progress)}"
             )
         if hasattr(iterable, "__aiter__") and not hasattr(iterable, "__iter__"):
             raise TypeError(
@@ -327,7 +495,11 @@ class PoolMap(AsyncIterator[T], Generic[T]):
         self._it: Iterator[Any] | None = it
         self._ordered = bool(ordered)
         self._read_ahead = read_ahead
-        self._progress = _Progress(progress, hint if hint >= 0 else None)
+        bar = None
+        if progress is True:
+            bar = ProgressBar(self._name.rsplit(".<locals>.", 1)[-1])
+            progress = None
+        self._progress = _Progress(progress, hint if hint >= 0 else None, bar)
         self._consumed = 0
         # Created in a task, the calls live in the cancel scopes in force *here*.
         loop = current_loop_or_none()
@@ -388,6 +560,8 @@ class PoolMap(AsyncIterator[T], Generic[T]):
             task = group.loop._spawn(call, group, group.scope, f"map {self._name}[{index}]")
             group.index[task] = index
             group.running += 1
+        if progress.bar is not None:
+            progress.bar.update(progress.snapshot())  # (the first one draws the line)
 
     async def __anext__(self) -> T:
         """The next result. A checkpoint. Cancelling the consumer only stops this
@@ -402,7 +576,7 @@ class PoolMap(AsyncIterator[T], Generic[T]):
         while True:
             if group.errors or group.scope._eff:
                 await self._drain(task, group)
-                self._end(group)
+                self._end(group, "failed" if group.errors else "cancelled")
                 if group.errors:
                     _raise_errors(group.errors, f"{type(self._pool).__name__}.map()")
                 raise Cancelled
@@ -416,7 +590,7 @@ class PoolMap(AsyncIterator[T], Generic[T]):
             if group.errors:
                 continue
             if self._it is None and not group.running:
-                self._end(group)
+                self._end(group, "done")
                 await schedule_point()
                 raise StopAsyncIteration
             group.waiter = task
@@ -439,13 +613,27 @@ class PoolMap(AsyncIterator[T], Generic[T]):
             group.want_all = True
             await wait_task_rescheduled(lambda _: Abort.FAILED)
 
-    def _end(self, group: _MapGroup) -> None:
+    def _end(self, group: _MapGroup, outcome: str) -> None:
         self._closed = True
         self._it = None
         group.results.clear()
         group.fifo.clear()
         if not group.running:
             group.detach()
+        self._finish_bar(outcome)
+
+    def _finish_bar(self, outcome: str) -> None:
+        """End the progress bar's line (if any): the map has ended with ``outcome``."""
+        progress: _Progress | None = getattr(self, "_progress", None)  # (__del__)
+        if progress is None or progress.bar is None:
+            return
+        total = progress.total
+        if outcome == "stopped" and not progress.submitted:
+            progress.bar.finished = True  # closed or dropped before it started: no line
+            return
+        if outcome == "stopped" and total is not None and progress.done >= total:
+            outcome = "done"  # closed after the last result, before StopAsyncIteration
+        progress.bar.finish(progress.snapshot(), outcome)
 
     async def aclose(self) -> None:
         """Stop: cancel the calls still running and wait until they have ended (even
@@ -469,9 +657,11 @@ class PoolMap(AsyncIterator[T], Generic[T]):
         self._it = None
         if group is not None:
             await self._drain(task, group)
-            self._end(group)
+            self._end(group, "failed" if group.errors else "stopped")
             if group.errors:
                 _raise_errors(group.errors, f"{type(self._pool).__name__}.map()")
+        else:
+            self._finish_bar("stopped")
         await checkpoint()
 
     async def __aenter__(self) -> PoolMap[T]:
@@ -483,6 +673,8 @@ class PoolMap(AsyncIterator[T], Generic[T]):
         await self.aclose()
 
     def __del__(self) -> None:
+        if not self._closed:
+            self._finish_bar("stopped")  # (abandoned: the calls still running are cancelled)
         group = self._group
         if group is None or self._closed:
             return
