@@ -19,8 +19,11 @@ WORKLOADS = (
     *("tcp_echo", "tcp_echo_lowlevel", "tcp_bulk", "tcp_bulk_lowlevel", "tcp_conn_bytes"),
     *("to_thread", "thread_queue_baseline", "portal_submit", "executor_submit_baseline"),
     *("gil_scaling_hash", "gil_scaling_python"),
+    *("process_call", "process_call_baseline", "process_call_concurrent", "process_bulk"),
+    "process_bulk_numpy",
+    "process_cpu_scaling",
 )
-"""At least these (issues 2, 3, 4 and 5)."""
+"""At least these (issues 2, 3, 4, 5 and 6)."""
 NUMBER = re.compile(r"^-?\d+(\.\d+)?[kM]?$")
 
 
@@ -48,7 +51,7 @@ def test_quick_run_reports_every_workload_and_runtime(tmp_path: Path) -> None:
     out = tmp_path / "benchmarks.md"
     cmd = [sys.executable, "-m", "benchmarks", "--quick", "--reps", "1"]
     cmd += ["--runtimes", ",".join(RUNTIMES), "--write", str(out)]
-    # 64 measurement subprocesses: about 35 s on an idle 2-core machine, more when loaded
+    # 84 measurement subprocesses: about 55 s on an idle 2-core machine, more when loaded
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=170, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = out.read_text()

@@ -16,6 +16,12 @@ ORDER = (
     "executor_submit_baseline",
     "gil_scaling_hash",
     "gil_scaling_python",
+    "process_call",
+    "process_call_baseline",
+    "process_call_concurrent",
+    "process_bulk",
+    "process_bulk_numpy",
+    "process_cpu_scaling",
     "idle_task_bytes",
     "tcp_conn_bytes",
 )
