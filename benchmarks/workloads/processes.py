@@ -327,24 +327,33 @@ def process_bulk(seconds: float, size: int, calls: int) -> float:
 async def bulk(kits: Kits, size: int, calls: int) -> float:
     rng = random.Random(0)
     data = rng.randbytes(size)  # real pages, not the shared zero page
-    probes = sorted({0, size - 1, *rng.sample(range(size), 14)})
+    return await round_trips(kits, data, rng.sample(range(size), 14), calls)
+
+
+async def round_trips(kits: Kits, data: Any, sample: list[int], calls: int) -> float:
+    """`calls` timed round-trips of `data` through `identity` on a pool of 1 worker
+    (after an untimed one); each result is checked for its type, length and the
+    elements at `sample` (and both ends) inside the timing, in full outside it."""
+    probes = sorted({0, len(data) - 1, *sample})
     expected = [data[k] for k in probes]
 
-    def verify(got: object, what: str) -> None:
-        check(type(got) is bytes and got == data, f"{what} did not return the data")
+    def verify(got: Any, what: str) -> None:
+        same = type(got) is type(data) and len(got) == len(data)
+        check(same and bool((got == data).all() if hasattr(got, "all") else got == data), what)
 
     async with kits(1) as kit:
         await start_workers(kit, 1)
         call = kit.call
-        verify(await call(identity, data), "the warm-up round-trip")
+        verify(await call(identity, data), "the warm-up round-trip returned wrong data")
         seconds = 0.0
         for i in range(calls):
             start = perf_counter()
             got = await call(identity, data)
-            ok = type(got) is bytes and len(got) == size and [got[k] for k in probes] == expected
+            ok = type(got) is type(data) and len(got) == len(data)
+            ok = ok and [got[k] for k in probes] == expected
             seconds += perf_counter() - start
             check(ok, f"round-trip {i} returned wrong data")
-            verify(got, f"round-trip {i}")
+            verify(got, f"round-trip {i} returned wrong data")
             del got
     return seconds / calls
 
@@ -374,26 +383,7 @@ async def bulk_numpy(kits: Kits, size: int, calls: int) -> float:
     import numpy
 
     data = numpy.random.default_rng(0).random(size // 8)
-    probes = sorted({0, len(data) - 1, *random.Random(0).sample(range(len(data)), 14)})
-    expected = [float(data[k]) for k in probes]
-
-    def verify(got: Any, what: str) -> None:
-        check(isinstance(got, numpy.ndarray) and bool((got == data).all()), f"{what} is wrong")
-
-    async with kits(1) as kit:
-        await start_workers(kit, 1)
-        call = kit.call
-        verify(await call(identity, data), "the warm-up round-trip")
-        seconds = 0.0
-        for i in range(calls):
-            start = perf_counter()
-            got = await call(identity, data)
-            ok = got.shape == data.shape and [float(got[k]) for k in probes] == expected
-            seconds += perf_counter() - start
-            check(ok, f"round-trip {i} returned wrong data")
-            verify(got, f"round-trip {i}")
-            del got
-    return seconds / calls
+    return await round_trips(kits, data, random.Random(0).sample(range(len(data)), 14), calls)
 
 
 implement("process_bulk_numpy", bulk_numpy)

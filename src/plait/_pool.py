@@ -50,17 +50,32 @@ from ._core._local import current_loop, current_loop_or_none
 from ._exceptions import Cancelled, ClosedResourceError
 from ._poolmap import MapProgress, PoolMap, check_sync_fn, fn_name
 from ._sync import Event
+from ._util import describe
 
 if TYPE_CHECKING:
     from ._core._kernel import Loop
     from ._core._task import Task
 
-__all__ = ["UNCLAIMED", "Pool"]
+__all__ = ["UNCLAIMED", "Pool", "check_max_workers"]
 
 T = TypeVar("T")
 
 # How often executor.shutdown(wait=True) checks that its loop still exists.
 _LOOP_CHECK_INTERVAL = 0.25
+
+
+def check_max_workers(value: object, pool: str, default: Callable[[], int]) -> int:
+    """A pool's ``max_workers`` argument: ``default()`` for None, else an int >= 1."""
+    if value is None:
+        return default()
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{pool} max_workers must be an int, got {describe(value)}")
+    if value < 1:
+        raise ValueError(
+            f"{pool} max_workers must be >= 1, got {value}; leave it out for the default "
+            f"({default()} on this machine)"
+        )
+    return value
 
 
 class _Unclaimed:

@@ -25,11 +25,11 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from ._pool import UNCLAIMED, Pool
+from ._pool import UNCLAIMED, Pool, check_max_workers
 from ._poolmap import fn_name
 from ._sync import CapacityLimiter
 from ._threads import to_thread_run_sync
-from ._util import describe, public
+from ._util import public
 
 __all__ = ["ThreadPool"]
 
@@ -53,15 +53,7 @@ class ThreadPool(Pool):
 
     def __init__(self, max_workers: int | None = None) -> None:
         super().__init__()
-        if max_workers is None:
-            max_workers = default_max_workers()
-        elif isinstance(max_workers, bool) or not isinstance(max_workers, int):
-            raise TypeError(f"ThreadPool max_workers must be an int, got {describe(max_workers)}")
-        elif max_workers < 1:
-            raise ValueError(
-                f"ThreadPool max_workers must be >= 1, got {max_workers}; leave it out "
-                f"for the default ({default_max_workers()} on this machine)"
-            )
+        max_workers = check_max_workers(max_workers, "ThreadPool", default_max_workers)
         self._max_workers = max_workers
         self._limiter = CapacityLimiter(max_workers)
 

@@ -62,7 +62,7 @@ from .._core._cancel import CancelScope
 from .._core._local import current_loop
 from .._core._traps import checkpoint
 from .._exceptions import BrokenWorkerError, WouldBlock
-from .._pool import UNCLAIMED, Pool
+from .._pool import UNCLAIMED, Pool, check_max_workers
 from .._poolmap import check_sync_fn, fn_name
 from .._socket import SocketType, _raise_if_cancelled, from_stdlib_socket
 from .._subprocess import Process, open_process
@@ -287,15 +287,7 @@ class ProcessPool(Pool):
         initializer: Callable[..., object] | None = None,
         initargs: tuple[Any, ...] = (),
     ) -> None:
-        if max_workers is None:
-            max_workers = default_max_workers()
-        elif isinstance(max_workers, bool) or not isinstance(max_workers, int):
-            raise TypeError(f"ProcessPool max_workers must be an int, got {describe(max_workers)}")
-        elif max_workers < 1:
-            raise ValueError(
-                f"ProcessPool max_workers must be >= 1, got {max_workers}; leave it out "
-                f"for the default ({default_max_workers()} on this machine)"
-            )
+        max_workers = check_max_workers(max_workers, "ProcessPool", default_max_workers)
         if max_tasks_per_worker is not None and (
             isinstance(max_tasks_per_worker, bool)
             or not isinstance(max_tasks_per_worker, int)
