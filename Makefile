@@ -14,14 +14,14 @@ $(VENV)/.stamp: pyproject.toml
 	@test -n "$(PRIMARY)" || { echo "no python3.11+ interpreter found" >&2; exit 1; }
 	$(PRIMARY) -m venv $(VENV)
 	$(PY) -m pip install $(PIP_FLAGS) --upgrade pip
-	$(PY) -m pip install $(PIP_FLAGS) -e '.[dev,bench]'
+	$(PY) -m pip install $(PIP_FLAGS) -e '.[dev,bench,cluster]'
 	touch $@
 
 # A virtual environment per extra interpreter: .venv-3.12, .venv-3.13.
 .venv-%/.stamp: pyproject.toml
 	$(filter %python$*,$(PYTHONS)) -m venv .venv-$*
 	.venv-$*/bin/python -m pip install $(PIP_FLAGS) --upgrade pip
-	.venv-$*/bin/python -m pip install $(PIP_FLAGS) -e '.[test]'
+	.venv-$*/bin/python -m pip install $(PIP_FLAGS) -e '.[test,cluster]'
 	touch $@
 
 demo: $(VENV)/.stamp

@@ -1,0 +1,200 @@
+"""The dask.distributed adapter of :class:`plait.cluster.Backend`. Layer L6.
+
+Theory of operation. A synchronous ``distributed.Client`` runs its own event loop in
+its own thread ("IO loop"); plait never runs dask code on its loop's thread except the
+few calls that only post work to that loop (``Client.submit`` and, for cancellation,
+``loop.add_callback``). Starting, connecting, ``scatter`` and closing block, so they
+run in a worker thread (``plait.to_thread``).
+
+A call: ``Client.submit(fn, *args, pure=False)`` (every call runs, even with equal
+arguments), and a ``concurrent.futures.Future`` that the dask future's done-callback
+completes in dask's callback thread: the result, or the exception as ``result()``
+raises it (with the remote traceback dask attaches), or ``plait.BrokenWorkerError``
+when dask gave up (``KilledWorker``: the task's workers died too many times; a task
+that dask retried successfully just returns). The adapter holds each dask future until
+it is done: dask forgets a task whose last future is dropped.
+
+Rejected: ``Client(asynchronous=True)`` on a thread of our own running asyncio (the
+synchronous client already is exactly that, maintained by dask).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from .._exceptions import BrokenWorkerError
+from .._threads import to_thread_run_sync
+from ._backend import Backend
+
+__all__ = ["DaskBackend", "import_distributed"]
+
+
+def import_distributed() -> Any:
+    try:
+        import distributed
+    except ImportError as exc:
+        raise ImportError(
+            "plait.cluster.DaskPool needs dask.distributed, which is not installed: "
+            "pip install 'plait[cluster]' (or pip install distributed)"
+        ) from exc
+    return distributed
+
+
+def _new_client(distributed: Any, *args: Any, **kwargs: Any) -> Any:
+    """``distributed.Client(*args, set_as_default=False, **kwargs)``, whose loop thread is
+    stopped if it fails to connect: dask leaves it running (the client's status is
+    already "closed" then, so ``close()`` does nothing), one thread per failed attempt."""
+    client = distributed.Client.__new__(distributed.Client)
+    try:
+        client.__init__(*args, set_as_default=False, **kwargs)
+    except BaseException:
+        runner = getattr(client, "_loop_runner", None)
+        if runner is not None:
+            runner.stop()
+        raise
+    return client
+
+
+def _deliver(future: concurrent.futures.Future[Any], remote: Any) -> None:
+    """Done-callback of a dask future (dask's callback thread): complete ``future``."""
+    if future.done():
+        return  # cancelled by us
+    try:
+        value = remote.result()
+    except BaseException as exc:
+        error: BaseException = exc
+        name = type(exc).__name__
+        if name == "KilledWorker":
+            error = BrokenWorkerError(
+                f"dask gave up on the call: {exc}; every worker that ran it died (dask "
+                "retried it on others first). The function may crash its process, or "
+                "use more memory than a worker may"
+            )
+            error.__cause__ = exc
+        elif name in ("CancelledError", "FutureCancelledError"):
+            error = BrokenWorkerError(
+                f"dask cancelled the call before it finished ({exc!r}): the cluster or "
+                "the client went away, or another client cancelled it"
+            )
+            error.__cause__ = exc
+        try:
+            future.set_exception(error)
+        except concurrent.futures.InvalidStateError:
+            pass  # cancelled meanwhile
+        finally:
+            del error, exc
+    else:
+        try:
+            future.set_result(value)
+        except concurrent.futures.InvalidStateError:
+            pass
+
+
+class DaskBackend(Backend):
+    """dask.distributed: a ``LocalCluster`` of worker processes on 127.0.0.1, or the
+    scheduler at ``address``."""
+
+    def __init__(
+        self,
+        address: str | None,
+        n_workers: int | None,
+        threads_per_worker: int,
+        security: Any,
+    ) -> None:
+        self.address = address
+        self.n_workers = n_workers
+        self.threads_per_worker = threads_per_worker
+        self.security = security
+        self.client: Any = None
+        self.cluster: Any = None  # the LocalCluster we started (None for an address)
+        self._nthreads = 0
+        self._ready = False  # connected (or cluster started); _connect() ran to its end
+        # Dask futures of calls in progress, by our future: kept alive until done.
+        self._remote: dict[concurrent.futures.Future[Any], Any] = {}
+
+    @property
+    def max_workers(self) -> int:
+        return max(1, self._nthreads)
+
+    async def start(self) -> None:
+        # The thread stores what it made on self, so that a start cancelled while it
+        # runs (the thread finishes anyway) is neither repeated nor lost to shutdown().
+        if not self._ready:
+            await to_thread_run_sync(self._connect)
+
+    def _connect(self) -> None:
+        distributed = import_distributed()
+        extra = {} if self.security is None else {"security": self.security}
+        try:
+            if self.address is None:
+                self.cluster = distributed.LocalCluster(
+                    n_workers=self.n_workers,
+                    threads_per_worker=self.threads_per_worker,
+                    processes=True,
+                    host="127.0.0.1",
+                    dashboard_address=None,
+                    # Without a dashboard the scheduler still serves HTTP, on port 8787
+                    # by default: a port of its own, so that another cluster on the
+                    # machine does not make it warn (and, with warnings as errors, fail).
+                    scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                    **extra,
+                )
+                self.client = _new_client(distributed, self.cluster, **extra)
+                self.client.wait_for_workers(len(self.cluster.workers))
+            else:
+                self.client = _new_client(distributed, self.address, **extra)
+            self._nthreads = sum(self.client.nthreads().values())
+            self._ready = True
+        except BaseException:
+            self._close()  # a failed start leaves nothing running
+            raise
+
+    def submit(
+        self, fn: Callable[..., Any], args: tuple[Any, ...]
+    ) -> concurrent.futures.Future[Any]:
+        remote = self.client.submit(fn, *args, pure=False)
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._remote[future] = remote
+        future.add_done_callback(self._forget)
+        remote.add_done_callback(functools.partial(_deliver, future))
+        return future
+
+    def _forget(self, future: concurrent.futures.Future[Any]) -> None:
+        remote = self._remote.pop(future, None)
+        if remote is not None and future.cancelled():
+            self._cancel_remote(remote)
+
+    def _cancel_remote(self, remote: Any) -> None:
+        # Client.cancel() would block until the client's loop has run it; with
+        # asynchronous=True it returns the coroutine, which we hand to that loop.
+        client = self.client
+        try:
+            client.loop.add_callback(functools.partial(client.cancel, [remote], asynchronous=True))
+        except RuntimeError:  # pragma: no cover - the client's loop has closed
+            pass
+
+    def cancel(self, future: concurrent.futures.Future[Any]) -> None:
+        future.cancel()  # (_forget cancels the dask future)
+
+    async def put(self, obj: Any) -> Any:
+        client = self.client
+        return await to_thread_run_sync(
+            functools.partial(client.scatter, obj, hash=False, broadcast=False)
+        )
+
+    async def shutdown(self) -> None:
+        await to_thread_run_sync(self._close)
+
+    def _close(self) -> None:
+        client, self.client = self.client, None
+        cluster, self.cluster = self.cluster, None
+        self._ready = False
+        try:
+            if client is not None:
+                client.close()
+        finally:
+            if cluster is not None:
+                cluster.close()
