@@ -287,6 +287,9 @@ class TestCalls:
                 picked = [b async for b in pool.map(lambda item: item[0][item[1]], items)]
                 other = await pool.put({"key": [1, 2]})
                 assert await pool.run_sync(lambda d: d["key"], other) == [1, 2]
+                words = await pool.put([f"w{i}" for i in range(100_000)])  # one object
+                assert await pool.run_sync(len, words) == 100_000
+                assert await pool.run_sync(lambda w: type(w).__name__, words) == "list"
             return lengths, tail, picked
 
         lengths, tail, picked = run_with_guard(main)

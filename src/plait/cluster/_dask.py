@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -180,10 +181,14 @@ class DaskBackend(Backend):
         future.cancel()  # (_forget cancels the dask future)
 
     async def put(self, obj: Any) -> Any:
+        return await to_thread_run_sync(self._put, obj)
+
+    def _put(self, obj: Any) -> Any:
+        # scatter() splits a list, dict or set into one future per element: scatter a
+        # 1-tuple holding obj (one piece of data), and hand out a future of obj itself.
         client = self.client
-        return await to_thread_run_sync(
-            functools.partial(client.scatter, obj, hash=False, broadcast=False)
-        )
+        [box] = client.scatter([(obj,)], hash=False, broadcast=False)
+        return client.submit(operator.itemgetter(0), box, pure=False)
 
     async def shutdown(self) -> None:
         await to_thread_run_sync(self._close)
