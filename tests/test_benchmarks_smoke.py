@@ -22,8 +22,13 @@ WORKLOADS = (
     *("process_call", "process_call_baseline", "process_call_concurrent", "process_bulk"),
     "process_bulk_numpy",
     "process_cpu_scaling",
+    *(
+        ("cluster_calls", "cluster_calls_baseline")
+        if importlib.util.find_spec("distributed")
+        else ()
+    ),
 )
-"""At least these (issues 2, 3, 4, 5 and 6)."""
+"""At least these (issues 2, 3, 4, 5, 6 and 7; issue 7's need dask.distributed)."""
 NUMBER = re.compile(r"^-?\d+(\.\d+)?[kM]?$")
 
 

@@ -22,6 +22,8 @@ ORDER = (
     "process_bulk",
     "process_bulk_numpy",
     "process_cpu_scaling",
+    "cluster_calls",
+    "cluster_calls_baseline",
     "idle_task_bytes",
     "tcp_conn_bytes",
 )
