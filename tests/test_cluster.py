@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import os
-import time
 import traceback
 
 import pytest
@@ -34,36 +33,18 @@ distributed = pytest.importorskip(
     reason="plait.cluster.DaskPool needs dask.distributed: pip install 'plait[cluster]'",
 )
 
-DEADLINE = 30.0
-
+from gates import (  # noqa: E402 - after the skip, like the imports that need distributed
+    DEADLINE,
+    Gate,
+    appears,
+    held,
+    pid_and,
+    slow_square,
+    square,
+    touch,
+)
 
 # -- functions the workers run (module level: the workers import them by name) ---------
-
-
-def touch(path, text=""):
-    """Create ``path`` holding ``text`` atomically (never seen half written)."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.rename(tmp, path)
-
-
-def wait_for_file(path):
-    """In a worker: block until ``path`` exists (bounded)."""
-    deadline = time.monotonic() + DEADLINE
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} never appeared")
-        time.sleep(0.002)
-
-
-def held(gate_dir, name, value=None):
-    """Announce ``name`` (a file holding our pid), wait for the gate, then write
-    ``name.finished`` and return ``(value, pid)``."""
-    touch(os.path.join(gate_dir, f"{name}.started"), str(os.getpid()))
-    wait_for_file(os.path.join(gate_dir, "open"))
-    touch(os.path.join(gate_dir, f"{name}.finished"))
-    return value, os.getpid()
 
 
 def held_unless_free(gate_dir, name):
@@ -75,52 +56,11 @@ def record_run(path):
     return "ran"
 
 
-def square(x):
-    return x * x
-
-
-def slow_square(gate_dir, x):
-    """``x * x`` once the file ``go<x>`` exists (map items wait for the test)."""
-    wait_for_file(os.path.join(gate_dir, f"go{x}"))
-    return x * x
-
-
-def pid_and(value):
-    return os.getpid(), value
-
-
 def explode_in_worker(x):
     raise ValueError(f"bad value {x}")
 
 
 # -- helpers ----------------------------------------------------------------------------
-
-
-async def appears(path):
-    """Wait (polling, bounded) until ``path`` exists; return its text."""
-    with plait.fail_after(DEADLINE):
-        while not os.path.exists(path):
-            await plait.sleep(0.01)
-    with open(path) as f:
-        return f.read()
-
-
-class Gate:
-    """Calls of :func:`held` announce themselves here and wait until :meth:`open`."""
-
-    def __init__(self, path):
-        self.dir = str(path)
-
-    async def started(self, *names):
-        """Wait until each named call has started; return their worker pids."""
-        return [int(await appears(os.path.join(self.dir, f"{n}.started"))) for n in names]
-
-    def has(self, name, stage):
-        return os.path.exists(os.path.join(self.dir, f"{name}.{stage}"))
-
-    def open(self):
-        if not os.path.exists(os.path.join(self.dir, "open")):
-            touch(os.path.join(self.dir, "open"))
 
 
 @pytest.fixture

@@ -30,11 +30,10 @@ distributed = pytest.importorskip(
 
 import dask  # noqa: E402 - (installed with distributed)
 
+from gates import square, touch  # noqa: E402
 from test_cluster import (  # noqa: E402 - after the skip: test_cluster needs distributed
     run_with_guard,
-    square,
     start_local_cluster,
-    touch,
     until,
 )
 

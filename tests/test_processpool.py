@@ -19,17 +19,16 @@ import decimal
 import fractions
 import functools
 import os
-import time
 
 import numpy as np
 import pytest
 
 import plait
+from gates import DEADLINE, Gate, held, pid_and, slow_square, square, touch
 from plait._processes import _serial
 from plait._processes._pool import default_max_workers
 from plait.abc import MapProgress
 
-DEADLINE = 30.0
 MIB = _serial.THRESHOLD  # 1 MiB: buffers this large go through shared memory
 SHM = "/dev/shm"
 
@@ -37,60 +36,11 @@ SHM = "/dev/shm"
 # -- helpers (module level: workers import them from this module) ----------------------
 
 
-def touch(path, text=""):
-    """Create ``path`` holding ``text`` atomically (never seen half written)."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.rename(tmp, path)
-
-
-def wait_for_file(path):
-    """In a worker: block until ``path`` exists (bounded)."""
-    deadline = time.monotonic() + DEADLINE
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} never appeared")
-        time.sleep(0.002)
-
-
-def held(gate_dir, name, value=None):
-    """In a worker: announce ``name`` (a file holding our pid), wait for the gate to
-    open, return ``(value, pid)``."""
-    touch(os.path.join(gate_dir, f"{name}.started"), str(os.getpid()))
-    wait_for_file(os.path.join(gate_dir, "open"))
-    return value, os.getpid()
-
-
-async def appears(path):
-    """Wait (polling, bounded) until ``path`` exists; return its text."""
-    with plait.fail_after(DEADLINE):
-        while not os.path.exists(path):
-            await plait.sleep(0.01)
-    with open(path) as f:
-        return f.read()
-
-
-class Gate:
-    """Calls of :func:`held` announce themselves here and wait until :meth:`open`."""
-
-    def __init__(self, path):
-        self.dir = str(path)
-
-    async def started(self, *names):
-        """Wait until each named call has started; return their worker pids."""
-        return [int(await appears(os.path.join(self.dir, f"{n}.started"))) for n in names]
-
-    def has_started(self, name):
-        return os.path.exists(os.path.join(self.dir, f"{name}.started"))
-
-    def open(self):
-        touch(os.path.join(self.dir, "open"))
-
-
 @pytest.fixture
 def gate(tmp_path):
-    return Gate(tmp_path)
+    gate = Gate(tmp_path)
+    yield gate
+    gate.open()  # (a failed test must not leave a worker held)
 
 
 def alive(pid):
@@ -99,20 +49,6 @@ def alive(pid):
     except ProcessLookupError:
         return False
     return True
-
-
-def pid_and(value):
-    return os.getpid(), value
-
-
-def square(x):
-    return x * x
-
-
-def slow_square(gate_dir, x):
-    """``x * x`` once the gate for ``x`` is open (map items wait for the test)."""
-    wait_for_file(os.path.join(gate_dir, f"go{x}"))
-    return x * x
 
 
 def set_up_worker(record_dir, value):

@@ -28,10 +28,11 @@ import time
 import pytest
 
 import plait
+from gates import DEADLINE, Gate, appears, held, pid_and, square, touch
 from plait._processes import _pool as pool_module
 from plait._processes._pool import RemoteTraceback, default_max_workers
 from plait.testing import wait_all_tasks_blocked
-from test_processpool import DEADLINE, MIB, Gate, alive, appears, held, pid_and, square, touch
+from test_processpool import MIB, alive
 
 # -- functions the workers run (module level: imported by name in the workers) --------
 

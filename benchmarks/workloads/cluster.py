@@ -34,7 +34,7 @@ The workloads exist only where dask.distributed is installed (``plait[cluster]``
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from time import perf_counter
@@ -54,6 +54,17 @@ def echo(i: int) -> int:
 
 def wrong(i: int, got: object) -> WrongResult:
     return WrongResult(f"call {i} returned {got!r}")
+
+
+async def timed(batch: Callable[[Any, int], Awaitable[list[Any]]], target: Any, n: int) -> float:
+    """An untimed warm-up batch, then the seconds ``batch(target, n)`` takes; both
+    checked."""
+    check_all(await batch(target, WARMUP), WARMUP)
+    start = perf_counter()
+    results = await batch(target, n)
+    seconds = perf_counter() - start
+    check_all(results, n)
+    return seconds
 
 
 def check_all(results: list[Any], n: int) -> None:
@@ -168,11 +179,7 @@ if importlib.util.find_spec("distributed") is not None:
         with local_cluster(workers) as cluster:
             async with DaskPool(cluster.scheduler_address) as pool:
                 wait_for(pool.client, workers)
-                check_all(await batch(pool, WARMUP), WARMUP)
-                start = perf_counter()
-                results = await batch(pool, n)
-                seconds = perf_counter() - start
-                check_all(results, n)
+                seconds = await timed(batch, pool, n)
         return seconds
 
     @impl("cluster_calls", "asyncio")
@@ -197,11 +204,7 @@ if importlib.util.find_spec("distributed") is not None:
                 await client.wait_for_workers(workers)
                 threads = sum((await client.nthreads()).values())
                 check(threads == workers, f"{threads} worker threads, not {workers}")
-                check_all(await batch(client, WARMUP), WARMUP)
-                start = perf_counter()
-                results = await batch(client, n)
-                seconds = perf_counter() - start
-                check_all(results, n)
+                seconds = await timed(batch, client, n)
         return seconds
 
     @impl("cluster_calls", "trio")
@@ -231,11 +234,7 @@ if importlib.util.find_spec("distributed") is not None:
             return results
 
         with synchronous_client(workers) as client:
-            check_all(await batch(client, WARMUP), WARMUP)
-            start = perf_counter()
-            results = await batch(client, n)
-            seconds = perf_counter() - start
-            check_all(results, n)
+            seconds = await timed(batch, client, n)
         return seconds
 
     @impl("cluster_calls_baseline", "plait", "asyncio", "trio")

@@ -65,7 +65,7 @@ from .._exceptions import BrokenWorkerError, WouldBlock
 from .._pool import UNCLAIMED, Pool, check_max_workers
 from .._poolmap import check_sync_fn, fn_name
 from .._socket import SocketType, _raise_if_cancelled, from_stdlib_socket
-from .._subprocess import Process, open_process
+from .._subprocess import Process, _end_child, open_process
 from .._sync import Semaphore
 from .._timeouts import move_on_after, sleep_forever
 from .._util import describe, public
@@ -181,12 +181,7 @@ class _Worker:
         if exiting and self.process.poll() is None:
             with move_on_after(grace):
                 await self.process.wait()
-        if self.process.poll() is None:
-            self.process.terminate()
-            with move_on_after(grace):
-                await self.process.wait()
-            if self.process.poll() is None:
-                self.process.kill()
+        await _end_child(self.process, grace)
         return await self.process.wait()
 
 

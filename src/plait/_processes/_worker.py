@@ -168,10 +168,7 @@ def _flush() -> None:
 
 def serve(conn: Connection) -> int:
     """Set up from INIT, then run calls until told to stop; return the exit status."""
-    try:
-        got = conn.receive()
-    except _wire.WireError:
-        return EXIT_PROTOCOL
+    got = conn.receive()
     if got is None:
         return 0
     message, _ = got
@@ -191,10 +188,7 @@ def serve(conn: Connection) -> int:
     del initializer, initargs, setup, message
     conn.send(Kind.READY, 0, b"")
     while True:
-        try:
-            got = conn.receive()
-        except _wire.WireError:
-            return EXIT_PROTOCOL
+        got = conn.receive()
         if got is None:
             return 0
         message, views = got
@@ -219,6 +213,8 @@ def main(argv: list[str]) -> int:
         return serve(conn)
     except (ConnectionResetError, BrokenPipeError):
         return 0  # the parent closed its end mid-message: it no longer wants us
+    except _wire.WireError:
+        return EXIT_PROTOCOL
     finally:
         conn.inbox.close()
         conn.sock.close()
