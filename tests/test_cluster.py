@@ -444,7 +444,11 @@ class TestCancellation:
                         await until(lambda: started_count(gate) == 2)  # both workers busy
                         await until(lambda: len(unfinished()) == 4)  # and 2 calls wait
                         break
-                await until(lambda: not unfinished())  # all 4 cancelled on the cluster
+                await until(lambda: not unfinished())  # all 4 cancelled on the scheduler
+                # ... and on the workers: the two running go on (a thread cannot be
+                # stopped), the two waiting are dropped. The scheduler forgets them
+                # before a worker hears of it; opening the gate sooner would race.
+                await until_workers_hold_only_cancelled(pool.client, "held_unless_free")
                 gate.open()
                 # Calls made after them run on both workers; the two waiting never ran.
                 assert [r async for r in pool.map(square, range(4))] == [0, 1, 4, 9]
@@ -457,6 +461,20 @@ async def _cancel_when_queued(cluster, scope):
     """Cancel ``scope`` once the scheduler holds the call (waiting for a worker)."""
     await until(lambda: scheduler_tasks(cluster, "record_run"))
     scope.cancel()
+
+
+async def until_workers_hold_only_cancelled(client, prefix):
+    def states(dask_worker):
+        tasks = dict(dask_worker.state.tasks)
+        return [ts.state for key, ts in tasks.items() if str(key).startswith(prefix)]
+
+    def only_cancelled():
+        held = client.run(states)  # on each worker, through dask's own loop thread
+        return all(state == "cancelled" for states in held.values() for state in states)
+
+    with plait.fail_after(DEADLINE):
+        while not await plait.to_thread.run_sync(only_cancelled):
+            await plait.sleep(0.01)
 
 
 def started_count(gate):
