@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import functools
 import os
+import pickle
+import threading
 import traceback
 
 import pytest
@@ -214,6 +216,40 @@ class TestCalls:
         for error, name in [(first, "explode_in_worker"), (second, "inner_failure")]:
             text = "".join(traceback.format_exception(error))
             assert f"in {name}\n" in text, text  # the worker's frame
+
+    def test_an_unpicklable_argument_is_named(self, cluster):
+        lock = threading.Lock()
+
+        async def main():
+            async with DaskPool(cluster.scheduler_address) as pool:
+                with pytest.raises(pickle.PicklingError) as info:
+                    await pool.run_sync(len, [1, {"k": lock}])
+                with pytest.raises(pickle.PicklingError, match="captured variable 'lock'"):
+                    await pool.run_sync(lambda: lock.locked() or 1)
+                with pytest.raises(pickle.PicklingError, match=r"argument 1 \(a generator"):
+                    async for _ in pool.map(divmod, [1, (i for i in range(3))]):
+                        pass
+                assert await pool.run_sync(square, 4) == 16  # the pool goes on
+            return str(info.value)
+
+        message = run_with_guard(main)
+        assert message.startswith("cannot send the call len() to the dask cluster: ")
+        assert "argument 1[1]['k'] (a lock) cannot be pickled" in message
+        assert "inside the function" in message  # the fix
+
+    def test_an_unpicklable_result_fails_its_call_only(self, cluster):
+        def make_lock():
+            return threading.Lock()
+
+        async def main():
+            async with DaskPool(cluster.scheduler_address) as pool:
+                with pytest.raises(Exception) as info:  # dask's own error, for now
+                    await pool.run_sync(make_lock)
+                assert await pool.run_sync(square, 5) == 25
+            return info.value
+
+        error = run_with_guard(main)
+        assert "lock" in str(error), error  # names the type that did not serialize
 
     def test_put_places_an_object_once_for_many_calls(self, cluster):
         data = bytes(range(256)) * 4096  # 1 MiB

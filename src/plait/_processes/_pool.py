@@ -210,24 +210,22 @@ def _broken(message: str, worker: _Worker, code: int | None = None) -> BrokenWor
     return error
 
 
+_PICKLABLE_CALLS = (
+    "A process pool needs a picklable function and arguments: create such objects "
+    "(locks, sockets, open files, generators) inside the function, or use a ThreadPool"
+)
+
+
 def _unpicklable_call(fn: Callable[..., Any], args: tuple[Any, ...], exc: Exception) -> Exception:
     name = fn_name(fn)
-    found = _serial.explain_unpicklable(fn, f"the function {name}")
-    if found is None:
-        for index, arg in enumerate(args):
-            found = _serial.explain_unpicklable(arg, f"argument {index + 1}")
-            if found is not None:
-                break
-    if found is None:
-        detail = f"{type(exc).__name__}: {exc}"
-    else:
-        path, part, reason = found
-        detail = f"{path} (a {type(part).__qualname__}) cannot be pickled: {reason}"
-    return pickle.PicklingError(
-        f"cannot send the call {name}() to a worker process: {detail}. A process pool "
-        "needs a picklable function and arguments: create such objects (locks, sockets, "
-        "open files, generators) inside the function, or use a ThreadPool"
-    )
+    to = "a worker process"
+    error = _serial.unpicklable_call(name, fn, args, to=to, remedy=_PICKLABLE_CALLS)
+    if error is None:  # pickling failed, but no part of the call fails alone
+        error = pickle.PicklingError(
+            f"cannot send the call {name}() to {to}: {type(exc).__name__}: {exc}. "
+            f"{_PICKLABLE_CALLS}"
+        )
+    return error
 
 
 def _rebuild_error(payload: bytes | bytearray | memoryview, pid: int) -> BaseException:

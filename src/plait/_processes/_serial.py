@@ -88,6 +88,7 @@ __all__ = [
     "outgoing",
     "read_segment",
     "segment_writer",
+    "unpicklable_call",
     "unsent",
 ]
 
@@ -323,6 +324,26 @@ def explain_unpicklable(obj: Any, where: str, depth: int = 0) -> tuple[str, Any,
             if found is not None:
                 return found
     return where, obj, reason
+
+
+def unpicklable_call(
+    name: str, fn: Any, args: tuple[Any, ...], *, to: str, remedy: str
+) -> pickle.PicklingError | None:
+    """The error for a call ``name()`` that could not be sent ``to`` a worker because
+    pickling failed: it names the part of ``fn`` or ``args`` that does not pickle, then
+    gives ``remedy``. None if no part fails to pickle on its own."""
+    found = explain_unpicklable(fn, f"the function {name}")
+    for index, arg in enumerate(args):
+        if found is not None:
+            break
+        found = explain_unpicklable(arg, f"argument {index + 1}")
+    if found is None:
+        return None
+    path, part, reason = found
+    return pickle.PicklingError(
+        f"cannot send the call {name}() to {to}: {path} (a {type(part).__qualname__}) "
+        f"cannot be pickled: {reason}. {remedy}"
+    )
 
 
 def _parts(obj: Any, where: str) -> Iterator[tuple[str, Any]]:

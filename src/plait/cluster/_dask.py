@@ -27,6 +27,8 @@ from collections.abc import Callable
 from typing import Any
 
 from .._exceptions import BrokenWorkerError
+from .._poolmap import fn_name
+from .._processes._serial import unpicklable_call
 from .._threads import to_thread_run_sync
 from ._backend import Backend
 
@@ -156,7 +158,22 @@ class DaskBackend(Backend):
     def submit(
         self, fn: Callable[..., Any], args: tuple[Any, ...]
     ) -> concurrent.futures.Future[Any]:
-        remote = self.client.submit(fn, *args, pure=False)
+        try:
+            remote = self.client.submit(fn, *args, pure=False)
+        except Exception:
+            # dask pickles the call here, and says only which graph did not serialize
+            error = unpicklable_call(
+                fn_name(fn),
+                fn,
+                args,
+                to="the dask cluster",
+                remedy="A cluster pool needs a picklable function and arguments: "
+                "create such objects (locks, sockets, open files, generators) inside the "
+                "function",
+            )
+            if error is None:
+                raise
+            raise error from None
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         self._remote[future] = remote
         future.add_done_callback(self._forget)
