@@ -492,6 +492,34 @@ class TestCancellation:
 
         assert run_with_guard(main) == 2
 
+    def test_a_call_cancelled_by_another_client_breaks(self, cluster, gate):
+        def cancel_from_another_client(key):
+            with distributed.Client(cluster.scheduler_address, set_as_default=False) as other:
+                other.cancel([distributed.Future(key, other)], force=True)
+
+        async def main():
+            errors = []
+
+            async def call():
+                try:
+                    await pool.run_sync(held, gate.dir, "call")
+                except plait.BrokenWorkerError as exc:
+                    errors.append(exc)
+
+            async with DaskPool(cluster.scheduler_address) as pool:
+                async with plait.TaskGroup() as tg:
+                    tg.spawn(call)
+                    await gate.started("call")
+                    tasks = dict(cluster.scheduler.tasks)
+                    [key] = [k for k in tasks if str(k).startswith("held")]
+                    await plait.to_thread.run_sync(cancel_from_another_client, key)
+                gate.open()
+                assert await pool.run_sync(square, 6) == 36  # the pool goes on
+            return errors
+
+        [error] = run_with_guard(main)
+        assert str(error).startswith("dask cancelled the call before it finished"), error
+
 
 async def _cancel_when_queued(cluster, scope):
     """Cancel ``scope`` once the scheduler holds the call (waiting for a worker)."""
@@ -574,3 +602,35 @@ class TestLifecycle:
 
 async def _anext(it):
     return await it.__anext__()
+
+
+class TestDelivery:
+    """Results of calls done at about the same time are fetched together, in one
+    gather; a call whose result cannot be fetched fails alone."""
+
+    def test_many_calls_at_once_each_get_their_own_outcome(self, cluster):
+        def result_of(i):
+            if i == 7:
+                return threading.Lock()  # cannot travel back
+            if i == 11:
+                raise ValueError("eleven")
+            return i
+
+        async def main():
+            outcomes = {}
+
+            async def call(i):
+                try:
+                    outcomes[i] = await pool.run_sync(result_of, i)
+                except Exception as exc:
+                    outcomes[i] = type(exc)
+
+            async with DaskPool(cluster.scheduler_address) as pool, plait.TaskGroup() as tg:
+                for i in range(40):
+                    tg.spawn(call, i)
+            return outcomes
+
+        outcomes = run_with_guard(main)
+        assert outcomes.pop(11) is ValueError
+        assert issubclass(outcomes.pop(7), Exception)  # dask's: the lock did not serialize
+        assert outcomes == {i: i for i in range(40) if i not in (7, 11)}

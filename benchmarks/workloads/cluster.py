@@ -1,14 +1,19 @@
 """A pool on dask.distributed: ``plait.cluster.DaskPool`` against dask's own client.
 
-- ``cluster_calls``: ``n`` small calls, all in flight at once, on a ``LocalCluster`` of
-  2 worker processes. plait: ``DaskPool(address)``, one task per call awaiting
-  ``pool.run_sync``; asyncio (and uvloop): dask's own asynchronous client on the
-  runtime's loop, one task per call awaiting its dask future; trio (dask has no trio
+- ``cluster_calls``: ``n`` small calls, all in flight at once, on a cluster of 2 worker
+  processes whose scheduler runs in a process of its own, as in any real deployment
+  (``dask scheduler`` on its machine). plait: ``DaskPool(address)``, one task per call
+  awaiting ``pool.run_sync``; asyncio (and uvloop): dask's own asynchronous client on
+  the runtime's loop, one task per call awaiting its dask future; trio (dask has no trio
   client): the synchronous client, one task per call woken through trio's token by the
   future's done-callback, which fetches the result in dask's callback thread.
 - ``cluster_calls_baseline``: the same calls through the synchronous client from plain
   synchronous code, ``client.submit`` ``n`` times and one ``client.gather``: dask's own
   time, the reference for the 10% target of issue 7.
+- ``cluster_calls_local`` and ``cluster_calls_local_baseline``: the same on a
+  ``LocalCluster``, whose scheduler runs in the measuring process (what ``DaskPool()``
+  starts). There every bit of work the client side does competes with the scheduler
+  for that process's GIL, and the scheduler is the bottleneck of small calls.
 
 Why one task per ``run_sync`` for plait, not ``pool.map(echo, range(n),
 read_ahead=n)``: both have every call in flight at once, as ``n`` submits do, but the
@@ -16,17 +21,19 @@ map adds its own work (ordering, progress counts) that dask's submit-and-gather 
 not do; one task per call measures what the pool adds to each call, and is the shape
 of the asyncio code with dask's own client.
 
-Each implementation starts its LocalCluster (127.0.0.1, dashboard off, 1 thread per
-worker) before timing, waits for every worker, and makes ``WARMUP`` calls the way the
-timed ones are made (so the workers have imported this module and the connections are
-warm). Every result is checked. Client and cluster are closed when the implementation
-ends, even on error; their closing is not timed.
+Each implementation starts its cluster (127.0.0.1, dashboard off, 1 thread per worker)
+before timing, waits for every worker, and makes ``WARMUP`` calls the way the timed
+ones are made (so the workers have imported this module and the connections are warm).
+Every result is checked. Client and cluster are closed when the implementation ends,
+even on error; their closing is not timed.
 
-LocalCluster starts its workers with multiprocessing's ``spawn``, which re-imports the
-main module in each worker: the measurement runs as ``python -m benchmarks.child``,
-whose entry point is guarded, so the workers import it without running it. They import
-``echo`` by name from this module (the parent's ``sys.path`` and ``PYTHONPATH`` reach
-them), so it travels as a reference, not by value, in every implementation.
+The scheduler and workers of ``cluster_calls`` are started by dask's
+``SubprocessCluster`` (``python -m dask spec``, in the measuring process's working
+directory, with its ``PYTHONPATH``). LocalCluster starts its workers with
+multiprocessing's ``spawn``, which re-imports the main module in each worker: the
+measurement runs as ``python -m benchmarks.child``, whose entry point is guarded, so the
+workers import it without running it. Either way the workers import ``echo`` by name
+from this module, so it travels as a reference, not by value, in every implementation.
 
 The workloads exist only where dask.distributed is installed (``plait[cluster]``).
 """
@@ -34,9 +41,11 @@ The workloads exist only where dask.distributed is installed (``plait[cluster]``
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
+from pathlib import Path
 from time import perf_counter
 from typing import Any
 
@@ -75,21 +84,39 @@ def check_all(results: list[Any], n: int) -> None:
 
 
 @contextmanager
-def local_cluster(workers: int) -> Iterator[Any]:
-    """A ``distributed.LocalCluster`` of ``workers`` worker processes of 1 thread each,
-    on 127.0.0.1 with the dashboard off, closed on exit (blocks while it starts)."""
+def start_cluster(workers: int, scheduler: str) -> Iterator[Any]:
+    """A cluster of ``workers`` worker processes of 1 thread each, on 127.0.0.1 with the
+    dashboard off, closed on exit (blocks while it starts). ``scheduler``: "process"
+    (a process of its own) or "local" (a ``LocalCluster``: in this process)."""
     import distributed
 
-    with distributed.LocalCluster(
-        n_workers=workers,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        # the scheduler's HTTP server (health, metrics) would take port 8787 otherwise,
-        # and warn when another cluster on the machine already has it
-        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-    ) as cluster:
+    # the scheduler's HTTP server (health, metrics) would take port 8787 otherwise,
+    # and warn when another cluster on the machine already has it
+    scheduler_kwargs = {"dashboard_address": "127.0.0.1:0"}
+    if scheduler == "local":
+        cluster = distributed.LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            scheduler_kwargs=scheduler_kwargs,
+        )
+    else:
+        from distributed.deploy.subprocess import SubprocessCluster
+
+        # the workers import this module by name: from where we import it
+        root = str(Path(__file__).resolve().parents[2])
+        path = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = root if not path else os.pathsep.join([root, path])
+        cluster = SubprocessCluster(
+            host="127.0.0.1",
+            n_workers=workers,
+            threads_per_worker=1,
+            dashboard_address=None,
+            scheduler_kwargs=scheduler_kwargs,
+        )
+    with cluster:
         yield cluster
 
 
@@ -101,13 +128,13 @@ def wait_for(client: Any, workers: int) -> None:
 
 
 @contextmanager
-def synchronous_client(workers: int) -> Iterator[Any]:
-    """A synchronous ``distributed.Client`` of a new ``local_cluster(workers)``, every
-    worker seen; client and cluster closed on exit."""
+def synchronous_client(workers: int, scheduler: str) -> Iterator[Any]:
+    """A synchronous ``distributed.Client`` of a new ``start_cluster(workers,
+    scheduler)``, every worker seen; client and cluster closed on exit."""
     import distributed
 
     with (
-        local_cluster(workers) as cluster,
+        start_cluster(workers, scheduler) as cluster,
         distributed.Client(cluster.scheduler_address, set_as_default=False) as client,
     ):
         wait_for(client, workers)
@@ -116,6 +143,8 @@ def synchronous_client(workers: int) -> Iterator[Any]:
 
 PARAMS = {"n": 1_000, "workers": 2}
 QUICK = {"n": 20}
+OWN_PROCESS = {**PARAMS, "scheduler": "process"}
+LOCAL = {**PARAMS, "scheduler": "local"}
 
 if importlib.util.find_spec("distributed") is not None:
 
@@ -123,20 +152,22 @@ if importlib.util.find_spec("distributed") is not None:
         "cluster_calls",
         unit="calls/s",
         higher_is_better=True,
-        params=PARAMS,
+        params=OWN_PROCESS,
         quick=QUICK,
     )
-    def cluster_calls(seconds: float, n: int, workers: int) -> float:
+    def cluster_calls(seconds: float, n: int, workers: int, scheduler: str) -> float:
         """`n` calls of a small module-level function (`echo(i)`, returns `i`) on a
-        dask.distributed `LocalCluster` of `workers` worker processes (1 thread each,
-        127.0.0.1), all `n` in flight at once: plait `DaskPool(address)`, one task per
-        call awaiting `pool.run_sync(echo, i)` in one task group (each call is one
-        `Client.submit(echo, i, pure=False)` of the pool's synchronous client, whose
-        outcome reaches the task through the loop's thread-safe door); asyncio (and
-        uvloop) dask's own asynchronous client, `Client(address, asynchronous=True)` on
-        the runtime's loop, one task per call awaiting
-        `client.submit(echo, i, pure=False)`; trio (dask has no trio client) the
-        synchronous client, one task per call woken through
+        dask.distributed cluster of `workers` worker processes (1 thread each,
+        127.0.0.1) whose scheduler runs in a process of its own, as in a real
+        deployment (dask's `SubprocessCluster`), all `n` in flight at once: plait
+        `DaskPool(address)`, one task per call awaiting `pool.run_sync(echo, i)` in one
+        task group (each call is one `Client.submit(echo, i, pure=False)` of the pool's
+        synchronous client; the results of the calls done at about the same time are
+        fetched with one `gather` on the client's loop and reach the tasks through the
+        loop's thread-safe door); asyncio (and uvloop) dask's own asynchronous client,
+        `Client(address, asynchronous=True)` on the runtime's loop, one task per call
+        awaiting `client.submit(echo, i, pure=False)`; trio (dask has no trio client)
+        the synchronous client, one task per call woken through
         `trio.lowlevel.current_trio_token()` by its future's done-callback, which
         fetches the result in dask's callback thread. The cluster is started, every
         worker seen, and 50 calls made the same way before timing; every result is
@@ -147,10 +178,10 @@ if importlib.util.find_spec("distributed") is not None:
         "cluster_calls_baseline",
         unit="calls/s",
         higher_is_better=True,
-        params=PARAMS,
+        params=OWN_PROCESS,
         quick=QUICK,
     )
-    def cluster_calls_baseline(seconds: float, n: int, workers: int) -> float:
+    def cluster_calls_baseline(seconds: float, n: int, workers: int, scheduler: str) -> float:
         """The reference for `cluster_calls`: the same `n` calls on the same kind of
         cluster through dask's synchronous client from plain synchronous code,
         `client.submit(echo, i, pure=False)` `n` times, then one `client.gather` of all
@@ -160,8 +191,36 @@ if importlib.util.find_spec("distributed") is not None:
         result is checked."""
         return n / seconds
 
+    @workload(
+        "cluster_calls_local",
+        unit="calls/s",
+        higher_is_better=True,
+        params=LOCAL,
+        quick=QUICK,
+    )
+    def cluster_calls_local(seconds: float, n: int, workers: int, scheduler: str) -> float:
+        """`cluster_calls` on a `distributed.LocalCluster` (what `DaskPool()` starts),
+        whose scheduler runs in the measuring process: the client side's work competes
+        with the scheduler for the GIL. Compare with `cluster_calls_local_baseline`."""
+        return n / seconds
+
+    @workload(
+        "cluster_calls_local_baseline",
+        unit="calls/s",
+        higher_is_better=True,
+        params=LOCAL,
+        quick=QUICK,
+    )
+    def cluster_calls_local_baseline(
+        seconds: float, n: int, workers: int, scheduler: str
+    ) -> float:
+        """`cluster_calls_baseline` on a `distributed.LocalCluster`: dask's own time,
+        the reference for `cluster_calls_local`."""
+        return n / seconds
+
     @impl("cluster_calls", "plait")
-    async def cluster_calls_plait(n: int, workers: int) -> float:
+    @impl("cluster_calls_local", "plait")
+    async def cluster_calls_plait(n: int, workers: int, scheduler: str) -> float:
         import plait
         from plait.cluster import DaskPool
 
@@ -176,14 +235,15 @@ if importlib.util.find_spec("distributed") is not None:
                     tg.spawn(call, i)
             return results
 
-        with local_cluster(workers) as cluster:
+        with start_cluster(workers, scheduler) as cluster:
             async with DaskPool(cluster.scheduler_address) as pool:
                 wait_for(pool.client, workers)
                 seconds = await timed(batch, pool, n)
         return seconds
 
     @impl("cluster_calls", "asyncio")
-    async def cluster_calls_asyncio(n: int, workers: int) -> float:
+    @impl("cluster_calls_local", "asyncio")
+    async def cluster_calls_asyncio(n: int, workers: int, scheduler: str) -> float:
         import asyncio
 
         import distributed
@@ -196,7 +256,7 @@ if importlib.util.find_spec("distributed") is not None:
         async def call(client: Any, i: int) -> Any:
             return await client.submit(echo, i, pure=False)
 
-        with local_cluster(workers) as cluster:
+        with start_cluster(workers, scheduler) as cluster:
             address = cluster.scheduler_address
             async with distributed.Client(
                 address, asynchronous=True, set_as_default=False
@@ -208,7 +268,8 @@ if importlib.util.find_spec("distributed") is not None:
         return seconds
 
     @impl("cluster_calls", "trio")
-    async def cluster_calls_trio(n: int, workers: int) -> float:
+    @impl("cluster_calls_local", "trio")
+    async def cluster_calls_trio(n: int, workers: int, scheduler: str) -> float:
         import trio
 
         token = trio.lowlevel.current_trio_token()
@@ -217,7 +278,7 @@ if importlib.util.find_spec("distributed") is not None:
             results: list[Any] = [None] * count
 
             def deliver(i: int, done: trio.Event, remote: Any) -> None:
-                # dask's callback thread, as DaskPool's: fetch the result, wake the task
+                # dask's callback thread: fetch the result, wake the task
                 try:
                     results[i] = remote.result()
                 finally:
@@ -233,18 +294,19 @@ if importlib.util.find_spec("distributed") is not None:
                     nursery.start_soon(call, i)
             return results
 
-        with synchronous_client(workers) as client:
+        with synchronous_client(workers, scheduler) as client:
             seconds = await timed(batch, client, n)
         return seconds
 
     @impl("cluster_calls_baseline", "plait", "asyncio", "trio")
-    async def cluster_calls_baseline_any(n: int, workers: int) -> float:
+    @impl("cluster_calls_local_baseline", "plait", "asyncio", "trio")
+    async def cluster_calls_baseline_any(n: int, workers: int, scheduler: str) -> float:
 
         def batch(client: Any, count: int) -> list[Any]:
             submit = client.submit
             return list(client.gather([submit(echo, i, pure=False) for i in range(count)]))
 
-        with synchronous_client(workers) as client:
+        with synchronous_client(workers, scheduler) as client:
             check_all(batch(client, WARMUP), WARMUP)
             start = perf_counter()
             results = batch(client, n)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import operator
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -61,39 +62,49 @@ def _new_client(distributed: Any, *args: Any, **kwargs: Any) -> Any:
     return client
 
 
+def _fail(future: concurrent.futures.Future[Any], exc: BaseException) -> None:
+    """Complete ``future`` with the error dask gave for its call."""
+    error: BaseException = exc
+    name = type(exc).__name__
+    if name == "KilledWorker":
+        error = BrokenWorkerError(
+            f"dask gave up on the call: {exc}; every worker that ran it died (dask "
+            "retried it on others first). The function may crash its process, or "
+            "use more memory than a worker may"
+        )
+        error.__cause__ = exc
+    elif name in ("CancelledError", "FutureCancelledError"):
+        error = BrokenWorkerError(
+            f"dask cancelled the call before it finished ({exc!r}): the cluster or "
+            "the client went away, or another client cancelled it"
+        )
+        error.__cause__ = exc
+    try:
+        future.set_exception(error)
+    except concurrent.futures.InvalidStateError:
+        pass  # cancelled by us meanwhile
+    finally:
+        del error, exc
+
+
+def _succeed(future: concurrent.futures.Future[Any], value: Any) -> None:
+    try:
+        future.set_result(value)
+    except concurrent.futures.InvalidStateError:
+        pass  # cancelled by us meanwhile
+
+
 def _deliver(future: concurrent.futures.Future[Any], remote: Any) -> None:
-    """Done-callback of a dask future (dask's callback thread): complete ``future``."""
+    """Complete ``future`` from the done dask future ``remote``, in a thread other than
+    the client's loop (``result()`` blocks on that loop)."""
     if future.done():
         return  # cancelled by us
     try:
         value = remote.result()
     except BaseException as exc:
-        error: BaseException = exc
-        name = type(exc).__name__
-        if name == "KilledWorker":
-            error = BrokenWorkerError(
-                f"dask gave up on the call: {exc}; every worker that ran it died (dask "
-                "retried it on others first). The function may crash its process, or "
-                "use more memory than a worker may"
-            )
-            error.__cause__ = exc
-        elif name in ("CancelledError", "FutureCancelledError"):
-            error = BrokenWorkerError(
-                f"dask cancelled the call before it finished ({exc!r}): the cluster or "
-                "the client went away, or another client cancelled it"
-            )
-            error.__cause__ = exc
-        try:
-            future.set_exception(error)
-        except concurrent.futures.InvalidStateError:
-            pass  # cancelled meanwhile
-        finally:
-            del error, exc
+        _fail(future, exc)
     else:
-        try:
-            future.set_result(value)
-        except concurrent.futures.InvalidStateError:
-            pass
+        _succeed(future, value)
 
 
 class DaskBackend(Backend):
@@ -117,6 +128,11 @@ class DaskBackend(Backend):
         self._ready = False  # connected (or cluster started); _connect() ran to its end
         # Dask futures of calls in progress, by our future: kept alive until done.
         self._remote: dict[concurrent.futures.Future[Any], Any] = {}
+        # Calls whose results wait to be fetched, and whether _fetch() runs (or is
+        # scheduled) on the client's loop; the lock is shared with dask's callback thread.
+        self._arrived: list[tuple[concurrent.futures.Future[Any], Any]] = []
+        self._fetching = False
+        self._arrival_lock = threading.Lock()
 
     @property
     def max_workers(self) -> int:
@@ -177,8 +193,62 @@ class DaskBackend(Backend):
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         self._remote[future] = remote
         future.add_done_callback(self._forget)
-        remote.add_done_callback(functools.partial(_deliver, future))
+        remote.add_done_callback(functools.partial(self._on_done, future))
         return future
+
+    def _on_done(self, future: concurrent.futures.Future[Any], remote: Any) -> None:
+        """Done-callback of a dask future, in dask's callback thread."""
+        if future.done():
+            return  # cancelled by us
+        if remote.status != "finished":
+            _deliver(future, remote)  # an error or a cancellation: no data to fetch
+            return
+        with self._arrival_lock:
+            self._arrived.append((future, remote))
+            if self._fetching:
+                return  # the running _fetch() takes it in its next batch
+            self._fetching = True
+        self.client.loop.add_callback(self._fetch)
+
+    def _take_arrived(self, *, stop: bool) -> list[tuple[concurrent.futures.Future[Any], Any]]:
+        with self._arrival_lock:
+            batch, self._arrived = self._arrived, []
+            if stop or not batch:
+                self._fetching = False
+        return batch
+
+    async def _fetch(self) -> None:
+        """On the client's loop: fetch the results of the calls done so far, all with
+        one ``gather`` (one request per worker holding some), then those done
+        meanwhile, until none is left. Fetching them one by one costs a round trip
+        each, which made 1,000 small calls twice as slow as dask's own gather."""
+        batch: list[tuple[concurrent.futures.Future[Any], Any]] = []
+        try:
+            while batch := self._take_arrived(stop=False):
+                if waiting := [(f, r) for f, r in batch if not f.done()]:
+                    await self._fetch_batch(waiting)
+        except BaseException as exc:  # the client's loop is stopping
+            for future, _ in batch + self._take_arrived(stop=True):
+                _fail(future, exc)
+            raise
+
+    async def _fetch_batch(self, batch: list[tuple[concurrent.futures.Future[Any], Any]]) -> None:
+        gather = self.client.gather
+        try:
+            values = await gather([remote for _, remote in batch], asynchronous=True)
+        except Exception:
+            # One call failed after all (its result was lost with its worker, and
+            # running it again failed): each call gets its own outcome.
+            for future, remote in batch:
+                try:
+                    value = await gather(remote, asynchronous=True)
+                except Exception as exc:
+                    _fail(future, exc)
+                else:
+                    _succeed(future, value)
+        else:
+            for (future, _), value in zip(batch, values, strict=True):
+                _succeed(future, value)
 
     def _forget(self, future: concurrent.futures.Future[Any]) -> None:
         remote = self._remote.pop(future, None)

@@ -160,7 +160,9 @@ class DaskPool(ClusterPool):
 
     @property
     def client(self) -> Any:
-        """The ``distributed.Client`` (None until the pool has started)."""
+        """The ``distributed.Client`` (None until the pool has started). It is the
+        pool's: close the pool, not the client (dask drops the futures of a closed
+        client without completing them, so calls waiting on them would wait forever)."""
         backend = self._backend
         assert isinstance(backend, DaskBackend)
         return backend.client
