@@ -20,6 +20,7 @@ synchronous client already is exactly that, maintained by dask).
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import functools
 import operator
@@ -27,6 +28,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from .._core._local import current_loop
 from .._exceptions import BrokenWorkerError
 from .._poolmap import fn_name
 from .._processes._serial import unpicklable_call
@@ -107,9 +109,16 @@ def _deliver(future: concurrent.futures.Future[Any], remote: Any) -> None:
         _succeed(future, value)
 
 
+_Unsent = tuple[concurrent.futures.Future[Any], Callable[..., Any], tuple[Any, ...]]
+
+
 class DaskBackend(Backend):
     """dask.distributed: a ``LocalCluster`` of worker processes on 127.0.0.1, or the
     scheduler at ``address``."""
+
+    fetch_window = 0.002
+    """Seconds a fetch waits for more results while other calls are in flight: each
+    ``gather`` costs the scheduler and the workers a round trip."""
 
     def __init__(
         self,
@@ -128,6 +137,8 @@ class DaskBackend(Backend):
         self._ready = False  # connected (or cluster started); _connect() ran to its end
         # Dask futures of calls in progress, by our future: kept alive until done.
         self._remote: dict[concurrent.futures.Future[Any], Any] = {}
+        # Calls made, to send at the end of the loop's iteration (see _send).
+        self._unsent: list[_Unsent] = []
         # Calls whose results wait to be fetched, and whether _fetch() runs (or is
         # scheduled) on the client's loop; the lock is shared with dask's callback thread.
         self._arrived: list[tuple[concurrent.futures.Future[Any], Any]] = []
@@ -174,9 +185,47 @@ class DaskBackend(Backend):
     def submit(
         self, fn: Callable[..., Any], args: tuple[Any, ...]
     ) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        if not self._unsent:
+            current_loop("DaskPool").call_soon(self._send)
+        self._unsent.append((future, fn, args))
+        return future
+
+    def _send(self) -> None:
+        """Send the calls made since the last time: all at the end of one iteration of
+        the plait loop, one ``Client.map`` per function (one message to the scheduler
+        for many calls: 1,000 ``Client.submit`` calls cost the scheduler 1,000
+        graph updates)."""
+        unsent, self._unsent = self._unsent, []
+        groups: dict[tuple[int, int], list[_Unsent]] = {}
+        for call in unsent:
+            if not call[0].done():  # (cancelled before it was sent)
+                groups.setdefault((id(call[1]), len(call[2])), []).append(call)
+        client = self.client
+        for calls in groups.values():
+            fn = calls[0][1]
+            remotes: list[Any] = []
+            if len(calls) > 1 and calls[0][2]:
+                try:
+                    columns = zip(*[args for _, _, args in calls], strict=True)
+                    remotes = client.map(fn, *map(list, columns), pure=False)
+                except Exception:
+                    remotes = []  # each call alone, for its own error
+            if not remotes:
+                remotes = [self._submit_one(future, fn, args) for future, fn, args in calls]
+            for (future, _, _), remote in zip(calls, remotes, strict=True):
+                if remote is not None:
+                    self._remote[future] = remote
+                    future.add_done_callback(self._forget)
+                    remote.add_done_callback(functools.partial(self._on_done, future))
+
+    def _submit_one(
+        self, future: concurrent.futures.Future[Any], fn: Callable[..., Any], args: tuple[Any, ...]
+    ) -> Any:
+        """``client.submit(fn, *args)``, or None with ``future`` failed."""
         try:
-            remote = self.client.submit(fn, *args, pure=False)
-        except Exception:
+            return self.client.submit(fn, *args, pure=False)
+        except Exception as exc:
             # dask pickles the call here, and says only which graph did not serialize
             error = unpicklable_call(
                 fn_name(fn),
@@ -187,14 +236,8 @@ class DaskBackend(Backend):
                 "create such objects (locks, sockets, open files, generators) inside the "
                 "function",
             )
-            if error is None:
-                raise
-            raise error from None
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._remote[future] = remote
-        future.add_done_callback(self._forget)
-        remote.add_done_callback(functools.partial(self._on_done, future))
-        return future
+            _fail(future, exc if error is None else error)
+            return None
 
     def _on_done(self, future: concurrent.futures.Future[Any], remote: Any) -> None:
         """Done-callback of a dask future, in dask's callback thread."""
@@ -224,7 +267,14 @@ class DaskBackend(Backend):
         each, which made 1,000 small calls twice as slow as dask's own gather."""
         batch: list[tuple[concurrent.futures.Future[Any], Any]] = []
         try:
-            while batch := self._take_arrived(stop=False):
+            while True:
+                if len(self._remote) > len(self._arrived):
+                    # Other calls are on their way: let those done within the next
+                    # moment join the batch (the scheduler reports to the client in
+                    # batches every 2 ms anyway). A lone call is fetched at once.
+                    await asyncio.sleep(self.fetch_window)
+                if not (batch := self._take_arrived(stop=False)):
+                    break
                 if waiting := [(f, r) for f, r in batch if not f.done()]:
                     await self._fetch_batch(waiting)
         except BaseException as exc:  # the client's loop is stopping
