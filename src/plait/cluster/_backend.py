@@ -44,7 +44,8 @@ class Backend(abc.ABC):
     def submit(
         self, fn: Callable[..., Any], args: tuple[Any, ...]
     ) -> concurrent.futures.Future[Any]:
-        """Send ``fn(*args)`` to the cluster; never blocks."""
+        """Send ``fn(*args)`` to the cluster; never blocks. Called on the plait loop's
+        thread, which may send the calls made in one iteration together."""
 
     @abc.abstractmethod
     def cancel(self, future: concurrent.futures.Future[Any]) -> None:

@@ -2,17 +2,22 @@
 
 Theory of operation. A synchronous ``distributed.Client`` runs its own event loop in
 its own thread ("IO loop"); plait never runs dask code on its loop's thread except the
-few calls that only post work to that loop (``Client.submit`` and, for cancellation,
-``loop.add_callback``). Starting, connecting, ``scatter`` and closing block, so they
-run in a worker thread (``plait.to_thread``).
+few calls that only post work to that loop (``Client.submit``/``Client.map`` and, for
+cancellation, ``loop.add_callback``). Starting, connecting, ``scatter`` and closing
+block, so they run in a worker thread (``plait.to_thread``).
 
-A call: ``Client.submit(fn, *args, pure=False)`` (every call runs, even with equal
-arguments), and a ``concurrent.futures.Future`` that the dask future's done-callback
-completes in dask's callback thread: the result, or the exception as ``result()``
-raises it (with the remote traceback dask attaches), or ``plait.BrokenWorkerError``
-when dask gave up (``KilledWorker``: the task's workers died too many times; a task
-that dask retried successfully just returns). The adapter holds each dask future until
-it is done: dask forgets a task whose last future is dropped.
+A call gets a ``concurrent.futures.Future`` at once; the calls made during one
+iteration of the plait loop are sent together at its end, one ``Client.map(fn, ...,
+pure=False)`` per function (every call runs, even with equal arguments): one graph
+update for the scheduler instead of one per call. When a call is done, the dask
+future's done-callback (dask's callback thread) hands it to a fetcher on the IO loop,
+which gathers the results of all the calls done by then with one ``gather``: one
+round trip to the scheduler and workers for many calls. The plait future gets the
+result, or the exception as dask raises it (with the remote traceback dask attaches),
+or ``plait.BrokenWorkerError`` when dask gave up (``KilledWorker``: the task's workers
+died too many times; a task that dask retried successfully just returns). The adapter
+holds each dask future until it is done: dask forgets a task whose last future is
+dropped.
 
 Rejected: ``Client(asynchronous=True)`` on a thread of our own running asyncio (the
 synchronous client already is exactly that, maintained by dask).
