@@ -181,6 +181,9 @@ class Loop:
         # Created on first use by plait.to_thread (a CapacityLimiter; L6 owns it).
         self._default_thread_limiter: Any = None
         self._default_process_pool: Any = None  # plait.to_process's, made on first use
+        # What asyncio sees as the running loop during a run: a plait.aio.EventLoop on
+        # this loop, or None for a guard whose every method explains the mistake.
+        self._asyncio_loop: Any = None
         self._ki: KeyboardInterrupt | None = None
         # A second Ctrl-C came during the run: raise KeyboardInterrupt, run no more tasks.
         self._ki_forced = False
@@ -253,13 +256,12 @@ class Loop:
         self._thread = None
         self._current_task = None
 
-    @staticmethod
-    def _install_asyncio_guard() -> Any:
+    def _install_asyncio_guard(self) -> Any:
         events = sys.modules.get("asyncio.events")
         if events is None:
             return None
         saved = events._get_running_loop()
-        events._set_running_loop(_AsyncioGuard())
+        events._set_running_loop(self._asyncio_loop or _AsyncioGuard())
         return (events, saved)
 
     @staticmethod
@@ -357,16 +359,24 @@ class Loop:
     def _set_fd_callback(
         self, which: int, fd: Any, callback: Callable[..., object], args: Any
     ) -> None:
-        self._check_open()
         if not callable(callback):
             raise TypeError(f"fd callback must be callable, got {describe(callback)}")
+        self._set_fd_handle(which, fd, Handle(callback, args, None))
+
+    def _set_fd_handle(self, which: int, fd: Any, handle: Any) -> None:
+        """Run ``handle`` (``_run()``, ``cancel()``, ``_cancelled``: a plait or an
+        asyncio handle) whenever ``fd`` is ready for ``which``, instead of the callback
+        registered before (if any)."""
+        self._check_open()
         old = self._reactor.get(fd, which)
         if isinstance(old, Task):
             raise RuntimeError(
                 f"fd {fd!r} is already awaited by task {old.name!r}; one fd can have one "
                 "reader and one writer"
             )
-        self._reactor.set(fd, which, Handle(callback, args, None))
+        if old is _WAKEUP:
+            raise RuntimeError(f"fd {fd!r} is the loop's own wake-up socket")
+        self._reactor.set(fd, which, handle)
         if old is None:
             self._nfd_callbacks += 1
         else:
@@ -374,7 +384,7 @@ class Loop:
 
     def _clear_fd_callback(self, which: int, fd: Any) -> bool:
         old = self._reactor.get(fd, which)
-        if not isinstance(old, Handle):
+        if old is None or old is _WAKEUP or isinstance(old, Task):
             return False
         self._nfd_callbacks -= 1
         old.cancel()  # it may be queued by this very poll: it must not run
@@ -394,7 +404,7 @@ class Loop:
                         None,
                         ClosedResourceError(f"fd {fd!r} was closed while this task waited on it"),
                     )
-            elif isinstance(old, Handle):
+            elif old is not None:
                 self._clear_fd_callback(which, fd)
         self._reactor.forget(fd)
 
@@ -746,6 +756,8 @@ class Loop:
         while n:
             n -= 1
             handle = ready.popleft()
+            if handle._cancelled:  # (an asyncio handle keeps no callback once cancelled)
+                continue
             try:
                 handle._run()
             except (KeyboardInterrupt, SystemExit):

@@ -1,0 +1,593 @@
+"""``plait.aio.EventLoop``: an asyncio event loop on plait's kernel. Layer L6.
+
+Theory of operation. An ``EventLoop`` owns a :class:`plait.Loop` and runs asyncio's
+generic pieces on it: ``asyncio.Future`` and ``asyncio.Task`` (the C versions), and
+``asyncio.Handle``/``asyncio.TimerHandle`` for callbacks, which go straight into the
+plait loop's ready queue, timer heap and reactor (a plait loop runs any object with
+``_run()``, ``cancel()`` and ``_cancelled``). So a callback costs what it costs in
+asyncio's own loop, and an asyncio callback, a plait task and a plait callback share
+one queue, one clock and one poll.
+
+``run_forever()`` is ``plait.Loop.run_until_complete`` of a *host* task that waits
+for ``stop()``; during it asyncio sees this object as the running loop (the plait
+loop presents it instead of its guard). The host makes every ``run_forever`` a plait
+run: plait code started from asyncio (``run_plait``) runs in the host's task group.
+``stop()`` wakes the host: the callbacks of the current iteration run, then
+``run_forever`` returns; the callbacks they schedule wait for the next run, as in
+asyncio.
+
+Async generators: during ``run_forever`` asyncio-style hooks keep the generators
+first iterated by asyncio code (``shutdown_asyncgens`` closes those still alive, and an
+abandoned one is closed in a new asyncio task); the plait run inside installs its own
+hooks over them, which adopt only generators of plait tasks and hand the others down
+to these (see ``plait._core._asyncgens``).
+
+Rejected: subclassing or wrapping asyncio's ``BaseEventLoop`` (its ``_run_once`` and
+selector would replace plait's kernel, not run on it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import collections.abc
+import concurrent.futures
+import contextvars
+import logging
+import os
+import socket
+import sys
+import threading
+import traceback
+import warnings
+import weakref
+from asyncio import events
+from collections.abc import Callable
+from typing import Any
+
+from .._core._kernel import Loop
+from .._core._reactor import READABLE, WRITABLE
+from .._core._traps import Abort, wait_task_rescheduled
+from .._util import describe
+
+__all__ = ["EventLoop", "EventLoopPolicy", "install", "new_event_loop", "run"]
+
+logger = logging.getLogger("asyncio")
+
+
+class _TimerHandle(asyncio.TimerHandle):
+    """An asyncio timer handle that remembers its entry in the plait timer heap."""
+
+    __slots__ = ("_entry",)
+    _entry: Any  # [when, seq, fn, arg] in the plait timer heap
+    _scheduled: bool  # (asyncio's: in the heap, neither fired nor cancelled)
+
+
+def _stop_when_done(future: asyncio.Future[Any]) -> None:
+    future.get_loop().stop()
+
+
+def _set_result_unless_cancelled(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.cancelled():
+        future.set_result(value)
+
+
+# Typed as Any: mypy would check every method against typeshed's stubs of
+# AbstractEventLoop, whose generic signatures (TypeVarTuple) only restate the interface.
+_AbstractEventLoop: Any = asyncio.AbstractEventLoop
+
+
+class EventLoop(_AbstractEventLoop):  # type: ignore[misc]
+    """A complete asyncio event loop running on plait's kernel (reactor, timers and the
+    thread-safe door of a :class:`plait.Loop`)."""
+
+    def __init__(self) -> None:
+        self._plait = Loop()
+        self._plait._asyncio_loop = self
+        self._plait.set_exception_handler(self._plait_exception)
+        self._ready: collections.deque[Any] = self._plait._ready
+        self._timers = self._plait._timers
+        self._closed = False
+        self._stopping = False
+        self._host: Any = None  # the plait task that runs while run_forever() does
+        self._thread_id: int | None = None
+        self._debug = sys.flags.dev_mode or bool(os.environ.get("PYTHONASYNCIODEBUG"))
+        self.slow_callback_duration = 0.1
+        self._exception_handler: Callable[..., object] | None = None
+        self._task_factory: Callable[..., Any] | None = None
+        self._default_executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._executor_shutdown_called = False
+        self._asyncgens: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._asyncgens_shutdown_called = False
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "running" if self.is_running() else "idle"
+        return f"<plait.aio.EventLoop {state} debug={self._debug}>"
+
+    # -- running and stopping ----------------------------------------------------------
+
+    def _check_closed(self) -> None:
+        if self._closed:
+            raise RuntimeError("Event loop is closed")
+
+    def _check_running(self) -> None:
+        if self.is_running():
+            raise RuntimeError("This event loop is already running")
+        if events._get_running_loop() is not None:
+            raise RuntimeError("Cannot run the event loop while another loop is running")
+
+    def run_forever(self) -> None:
+        """Run until :meth:`stop` is called."""
+        self._check_closed()
+        self._check_running()
+        hooks = sys.get_asyncgen_hooks()
+        sys.set_asyncgen_hooks(
+            firstiter=self._asyncgen_firstiter_hook, finalizer=self._asyncgen_finalizer_hook
+        )
+        self._thread_id = threading.get_ident()
+        try:
+            self._plait.run_until_complete(self._serve)
+        finally:
+            self._stopping = False
+            self._thread_id = None
+            sys.set_asyncgen_hooks(*hooks)
+
+    async def _serve(self) -> None:
+        """The host task: wait until stop() is called (at once if it already was)."""
+        if self._stopping:
+            return
+
+        def abort(_: Any) -> Abort:
+            return Abort.SUCCEEDED
+
+        self._host = self._plait._current_task
+        try:
+            await wait_task_rescheduled(abort)
+        finally:
+            self._host = None
+
+    def run_until_complete(self, future: Any) -> Any:
+        """Run until ``future`` (a future, task or coroutine) is done; return its result
+        or raise its exception."""
+        self._check_closed()
+        self._check_running()
+        new_task = not asyncio.isfuture(future)
+        future = asyncio.ensure_future(future, loop=self)
+        if new_task:
+            # An exception raised here is the caller's to see: no "never retrieved".
+            future._log_destroy_pending = False
+        future.add_done_callback(_stop_when_done)
+        try:
+            self.run_forever()
+        except BaseException:
+            if new_task and future.done() and not future.cancelled():
+                future.exception()  # (retrieved: the caller sees the error raised)
+            raise
+        finally:
+            future.remove_done_callback(_stop_when_done)
+        if not future.done():
+            raise RuntimeError("Event loop stopped before Future completed.")
+        return future.result()
+
+    def stop(self) -> None:
+        """Make ``run_forever`` return once the callbacks of this iteration have run."""
+        self._stopping = True
+        host = self._host
+        if host is not None and host._abort_fn is not None:
+            self._host = None
+            self._plait._kernel_reschedule(host, None, None)
+
+    def is_running(self) -> bool:
+        return self._thread_id is not None
+
+    def is_closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Close the loop: drop pending callbacks, shut the default executor down
+        without waiting. Not allowed while running; idempotent."""
+        if self.is_running():
+            raise RuntimeError("Cannot close a running event loop")
+        if self._closed:
+            return
+        if self._debug:
+            logger.debug("Close %r", self)
+        self._closed = True
+        executor, self._default_executor = self._default_executor, None
+        if executor is not None:
+            executor.shutdown(wait=False)
+        self._plait.close()
+
+    async def shutdown_asyncgens(self) -> None:
+        """Close the async generators of asyncio code that are still alive."""
+        self._asyncgens_shutdown_called = True
+        if not self._asyncgens:
+            return
+        closing = list(self._asyncgens)
+        self._asyncgens.clear()
+        results = await asyncio.gather(
+            *[agen.aclose() for agen in closing], return_exceptions=True
+        )
+        for result, agen in zip(results, closing, strict=True):
+            if isinstance(result, Exception):
+                self.call_exception_handler(
+                    {
+                        "message": f"an error occurred during closing of asynchronous "
+                        f"generator {agen!r}",
+                        "exception": result,
+                        "asyncgen": agen,
+                    }
+                )
+
+    def _asyncgen_firstiter_hook(self, agen: Any) -> None:
+        if self._asyncgens_shutdown_called:
+            warnings.warn(
+                f"asynchronous generator {agen!r} was scheduled after "
+                "loop.shutdown_asyncgens() call",
+                ResourceWarning,
+                source=self,
+                stacklevel=2,
+            )
+        self._asyncgens.add(agen)
+
+    def _asyncgen_finalizer_hook(self, agen: Any) -> None:
+        self._asyncgens.discard(agen)
+        if not self.is_closed():
+            self.call_soon_threadsafe(self.create_task, agen.aclose())
+
+    async def shutdown_default_executor(self, timeout: float | None = None) -> None:
+        """Shut the default executor down and wait for its threads (up to ``timeout``
+        seconds, then warn and stop waiting)."""
+        self._executor_shutdown_called = True
+        executor = self._default_executor
+        if executor is None:
+            return
+        future = self.create_future()
+        thread = threading.Thread(target=self._shutdown_executor, args=(executor, future))
+        thread.start()
+        try:
+            async with asyncio.timeout(timeout):
+                await future
+        except TimeoutError:
+            warnings.warn(
+                f"The executor did not finish joining its threads within {timeout} seconds.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            executor.shutdown(wait=False)
+        else:
+            thread.join()
+
+    def _shutdown_executor(
+        self, executor: concurrent.futures.Executor, future: asyncio.Future[None]
+    ) -> None:
+        try:
+            executor.shutdown(wait=True)
+            if not self.is_closed():
+                self.call_soon_threadsafe(_set_result_unless_cancelled, future, None)
+        except Exception as exc:  # pragma: no cover - shutdown() does not raise
+            if not self.is_closed():
+                self.call_soon_threadsafe(future.set_exception, exc)
+
+    # -- callbacks and timers ----------------------------------------------------------
+
+    def time(self) -> float:
+        return self._plait.time()
+
+    def _check_callback(self, callback: Any, method: str) -> None:
+        if asyncio.iscoroutine(callback) or asyncio.iscoroutinefunction(callback):
+            raise TypeError(f"coroutines cannot be used with {method}()")
+        if not callable(callback):
+            raise TypeError(f"a callable object was expected by {method}(), got {callback!r}")
+
+    def _check_thread(self) -> None:
+        if self._thread_id is not None and self._thread_id != threading.get_ident():
+            raise RuntimeError(
+                "Non-thread-safe operation invoked on an event loop other than the current one"
+            )
+
+    def call_soon(
+        self,
+        callback: Callable[..., object],
+        *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.Handle:
+        self._check_closed()
+        if self._debug:
+            self._check_thread()
+            self._check_callback(callback, "call_soon")
+        handle = asyncio.Handle(callback, args, self, context)
+        self._ready.append(handle)
+        return handle
+
+    def call_soon_threadsafe(
+        self,
+        callback: Callable[..., object],
+        *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.Handle:
+        self._check_closed()
+        if self._debug:
+            self._check_callback(callback, "call_soon_threadsafe")
+        handle = asyncio.Handle(callback, args, self, context)
+        self._plait._wakeup.send(handle)
+        return handle
+
+    def call_later(
+        self,
+        delay: float,
+        callback: Callable[..., object],
+        *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.TimerHandle:
+        if delay is None:
+            raise TypeError("delay must not be None")
+        return self.call_at(self.time() + delay, callback, *args, context=context)
+
+    def call_at(
+        self,
+        when: float,
+        callback: Callable[..., object],
+        *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.TimerHandle:
+        if when is None:
+            raise TypeError("when cannot be None")
+        self._check_closed()
+        if self._debug:
+            self._check_thread()
+            self._check_callback(callback, "call_at")
+        timer = _TimerHandle(when, callback, args, self, context)
+        timer._entry = self._timers.push(when, self._timer_due, timer)
+        timer._scheduled = True
+        return timer
+
+    def _timer_due(self, timer: _TimerHandle) -> None:
+        timer._scheduled = False
+        self._ready.append(timer)
+
+    def _timer_handle_cancelled(self, handle: asyncio.TimerHandle) -> None:
+        # (asyncio.TimerHandle.cancel() calls this)
+        if isinstance(handle, _TimerHandle) and handle._scheduled:
+            self._timers.cancel(handle._entry)
+            handle._scheduled = False
+
+    # -- futures and tasks -------------------------------------------------------------
+
+    def create_future(self) -> asyncio.Future[Any]:
+        return asyncio.Future(loop=self)
+
+    def create_task(
+        self,
+        coro: collections.abc.Coroutine[Any, Any, Any] | collections.abc.Generator[Any, None, Any],
+        *,
+        name: str | None = None,
+        context: contextvars.Context | None = None,
+        **kwargs: Any,
+    ) -> asyncio.Task[Any]:
+        self._check_closed()
+        if self._task_factory is None:
+            task = asyncio.Task(coro, loop=self, name=name, context=context, **kwargs)
+            created_at = getattr(task, "_source_traceback", None)
+            if created_at:  # (debug mode) where the caller created it, not here
+                del created_at[-1]
+            return task
+        if context is None:
+            task = self._task_factory(self, coro, **kwargs)
+        else:
+            task = self._task_factory(self, coro, context=context, **kwargs)
+        if name is not None:
+            task.set_name(name)
+        result: asyncio.Task[Any] = task
+        return result
+
+    def set_task_factory(self, factory: Callable[..., Any] | None) -> None:
+        if factory is not None and not callable(factory):
+            raise TypeError("task factory must be a callable or None")
+        self._task_factory = factory
+
+    def get_task_factory(self) -> Callable[..., Any] | None:
+        return self._task_factory
+
+    # -- errors and debugging ----------------------------------------------------------
+
+    def get_exception_handler(self) -> Callable[..., object] | None:
+        return self._exception_handler
+
+    def set_exception_handler(self, handler: Callable[..., object] | None) -> None:
+        if handler is not None and not callable(handler):
+            raise TypeError(f"A callable object or None is expected, got {handler!r}")
+        self._exception_handler = handler
+
+    def default_exception_handler(self, context: dict[str, Any]) -> None:
+        """Log ``context`` (its message, exception and other entries) to the
+        ``asyncio`` logger, as asyncio's own loops do."""
+        message = context.get("message") or "Unhandled exception in event loop"
+        exception = context.get("exception")
+        exc_info: Any = False
+        if exception is not None:
+            exc_info = (type(exception), exception, exception.__traceback__)
+        lines = [message]
+        for key in sorted(context):
+            if key in ("message", "exception"):
+                continue
+            value = context[key]
+            if key in ("source_traceback", "handle_traceback"):
+                what = "Object" if key == "source_traceback" else "Handle"
+                where = "".join(traceback.format_list(value)).rstrip()
+                value = f"{what} created at (most recent call last):\n{where}"
+            else:
+                value = repr(value)
+            lines.append(f"{key}: {value}")
+        logger.error("\n".join(lines), exc_info=exc_info)
+
+    def call_exception_handler(self, context: dict[str, Any]) -> None:
+        handler = self._exception_handler
+        if handler is None:
+            try:
+                self.default_exception_handler(context)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException:
+                logger.error("Exception in default exception handler", exc_info=True)
+            return
+        try:
+            handler(self, context)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            try:
+                self.default_exception_handler(
+                    {
+                        "message": "Unhandled error in exception handler",
+                        "exception": exc,
+                        "context": context,
+                    }
+                )
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException:
+                logger.error(
+                    "Exception in default exception handler while handling an unexpected "
+                    "error in custom exception handler",
+                    exc_info=True,
+                )
+
+    def _plait_exception(self, loop: Loop, context: dict[str, Any]) -> None:
+        # errors of plait callbacks on the same loop go where asyncio's go
+        self.call_exception_handler(context)
+
+    def get_debug(self) -> bool:
+        return self._debug
+
+    def set_debug(self, enabled: bool) -> None:
+        self._debug = bool(enabled)
+
+    # -- file descriptors --------------------------------------------------------------
+
+    def _fd_handle(
+        self, which: int, fd: Any, callback: Callable[..., object], args: tuple[Any, ...]
+    ) -> None:
+        self._check_closed()
+        if self._debug:
+            self._check_callback(callback, "add_reader" if which == READABLE else "add_writer")
+        self._plait._set_fd_handle(which, _fileno(fd), asyncio.Handle(callback, args, self, None))
+
+    def add_reader(self, fd: Any, callback: Callable[..., object], *args: Any) -> None:
+        self._fd_handle(READABLE, fd, callback, args)
+
+    def add_writer(self, fd: Any, callback: Callable[..., object], *args: Any) -> None:
+        self._fd_handle(WRITABLE, fd, callback, args)
+
+    def remove_reader(self, fd: Any) -> bool:
+        if self._closed:
+            return False
+        return self._plait._clear_fd_callback(READABLE, _fileno(fd))
+
+    def remove_writer(self, fd: Any) -> bool:
+        if self._closed:
+            return False
+        return self._plait._clear_fd_callback(WRITABLE, _fileno(fd))
+
+    # -- executors ---------------------------------------------------------------------
+
+    def run_in_executor(
+        self, executor: concurrent.futures.Executor | None, func: Callable[..., Any], *args: Any
+    ) -> asyncio.Future[Any]:
+        self._check_closed()
+        if self._debug:
+            self._check_callback(func, "run_in_executor")
+        if executor is None:
+            if self._executor_shutdown_called:
+                raise RuntimeError("Executor shutdown has been called")
+            executor = self._default_executor
+            if executor is None:
+                executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="asyncio")
+                self._default_executor = executor
+        return asyncio.wrap_future(executor.submit(func, *args), loop=self)
+
+    def set_default_executor(self, executor: Any) -> None:
+        if not isinstance(executor, concurrent.futures.ThreadPoolExecutor):
+            raise TypeError(
+                f"executor must be a concurrent.futures.ThreadPoolExecutor, got "
+                f"{describe(executor)}"
+            )
+        self._default_executor = executor
+
+    async def getaddrinfo(
+        self,
+        host: Any,
+        port: Any,
+        *,
+        family: int = 0,
+        type: int = 0,
+        proto: int = 0,
+        flags: int = 0,
+    ) -> list[Any]:
+        infos: list[Any] = await self.run_in_executor(
+            None, socket.getaddrinfo, host, port, family, type, proto, flags
+        )
+        return infos
+
+    async def getnameinfo(self, sockaddr: Any, flags: int = 0) -> tuple[str, str]:
+        names: tuple[str, str] = await self.run_in_executor(
+            None, socket.getnameinfo, sockaddr, flags
+        )
+        return names
+
+
+def _fileno(fd: Any) -> int:
+    if isinstance(fd, int):
+        result = fd
+    else:
+        try:
+            result = int(fd.fileno())
+        except (AttributeError, TypeError, ValueError):
+            raise ValueError(f"Invalid file object: {fd!r}") from None
+    if result < 0:
+        raise ValueError(f"Invalid file descriptor: {result}")
+    return result
+
+
+def new_event_loop() -> EventLoop:
+    """A new :class:`EventLoop` (for ``asyncio.run(..., loop_factory=...)`` and
+    ``asyncio.Runner``)."""
+    return EventLoop()
+
+
+class EventLoopPolicy(asyncio.events.BaseDefaultEventLoopPolicy):
+    """An asyncio event loop policy whose loops are :class:`EventLoop`:
+    ``asyncio.set_event_loop_policy(plait.aio.EventLoopPolicy())`` (or
+    :func:`install`)."""
+
+    _loop_factory = EventLoop
+
+    # (Python < 3.14 declares these; asyncio's own Unix loops use a child watcher to
+    # learn that a subprocess exited. plait's loop learns it by itself.)
+    def get_child_watcher(self) -> Any:
+        raise NotImplementedError(
+            "plait.aio.EventLoop needs no asyncio child watcher: it watches its "
+            "subprocesses itself"
+        )
+
+    def set_child_watcher(self, watcher: Any) -> None:
+        raise NotImplementedError(
+            "plait.aio.EventLoop needs no asyncio child watcher: it watches its "
+            "subprocesses itself"
+        )
+
+
+def install() -> None:
+    """Make :class:`EventLoop` asyncio's loop in this process: set
+    :class:`EventLoopPolicy` as the event loop policy."""
+    asyncio.set_event_loop_policy(EventLoopPolicy())
+
+
+def run(main: collections.abc.Coroutine[Any, Any, Any], *, debug: bool | None = None) -> Any:
+    """``asyncio.run(main)`` on a new :class:`EventLoop`: run the coroutine, then
+    cancel the tasks left, close the async generators, shut the default executor down
+    and close the loop."""
+    if not asyncio.iscoroutine(main):
+        raise ValueError(f"a coroutine was expected, got {main!r}")
+    with asyncio.Runner(debug=debug, loop_factory=new_event_loop) as runner:
+        return runner.run(main)

@@ -1,0 +1,524 @@
+"""plait.aio.EventLoop as an asyncio event loop: callbacks, timers, futures and tasks,
+running and stopping, errors, file descriptors, executors, async generators, and the
+ways to install it (issue 8)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import gc
+import logging
+import socket
+import sys
+import threading
+
+import pytest
+
+import plait
+import plait.aio
+from plait.aio import EventLoop
+
+
+@pytest.fixture
+def loop():
+    loop = plait.aio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+# -- identity and installation ---------------------------------------------------------
+
+
+def test_it_is_an_asyncio_loop_and_not_asyncios_own():
+    assert issubclass(EventLoop, asyncio.AbstractEventLoop)
+    assert not issubclass(EventLoop, asyncio.BaseEventLoop)
+    assert EventLoop.__module__ == "plait.aio"
+
+
+def test_run_returns_the_result_on_plaits_loop():
+    async def main():
+        return type(asyncio.get_running_loop()), asyncio.current_task() is not None
+
+    assert plait.aio.run(main()) == (EventLoop, True)
+
+
+def test_run_refuses_a_non_coroutine():
+    async def main():
+        pass
+
+    with pytest.raises(ValueError, match="a coroutine was expected"):
+        plait.aio.run(main)
+
+
+def test_runner_with_the_loop_factory():
+    async def main():
+        await asyncio.sleep(0)
+        return asyncio.get_running_loop()
+
+    with asyncio.Runner(loop_factory=plait.aio.new_event_loop) as runner:
+        first = runner.run(main())
+        assert runner.run(main()) is first  # one loop, run twice
+    assert isinstance(first, EventLoop) and first.is_closed()
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="asyncio.run(loop_factory=) is 3.12+")
+def test_asyncio_run_with_the_loop_factory():
+    async def main():
+        return asyncio.get_running_loop()
+
+    loop = asyncio.run(main(), loop_factory=plait.aio.new_event_loop)
+    assert isinstance(loop, EventLoop)
+
+
+def test_install_sets_the_policy():
+    saved = asyncio.get_event_loop_policy()
+    try:
+        plait.aio.install()
+        assert isinstance(asyncio.get_event_loop_policy(), plait.aio.EventLoopPolicy)
+        loop = asyncio.new_event_loop()
+        try:
+            assert isinstance(loop, EventLoop)
+        finally:
+            loop.close()
+    finally:
+        asyncio.set_event_loop_policy(saved)
+
+
+# -- callbacks and timers --------------------------------------------------------------
+
+
+def test_callbacks_run_in_order_with_their_arguments(loop):
+    seen = []
+    loop.call_soon(seen.append, 1)
+    handle = loop.call_soon(seen.append, 2)
+    loop.call_soon(seen.append, 3)
+    handle.cancel()
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert seen == [1, 3]
+    assert isinstance(handle, asyncio.Handle) and handle.cancelled()
+
+
+def test_timers_fire_in_time_order_and_can_be_cancelled(loop):
+    seen = []
+    now = loop.time()
+    loop.call_at(now + 0.02, seen.append, "b")
+    loop.call_later(0.01, seen.append, "a")
+    dropped = loop.call_later(0.015, seen.append, "dropped")
+    loop.call_later(0.03, loop.stop)
+    dropped.cancel()
+    dropped.cancel()  # idempotent
+    assert isinstance(dropped, asyncio.TimerHandle) and dropped.when() == pytest.approx(
+        now + 0.015, abs=0.01
+    )
+    loop.run_forever()
+    assert seen == ["a", "b"]
+    assert loop.time() >= now + 0.03
+
+
+def test_many_cancelled_timers_do_not_accumulate(loop):
+    handles = [loop.call_later(3600, print) for _ in range(10_000)]
+    for handle in handles:
+        handle.cancel()
+    assert len(loop._timers) == 0 and len(loop._timers._heap) < 1_000
+
+
+def test_none_times_are_refused(loop):
+    with pytest.raises(TypeError):
+        loop.call_later(None, print)
+    with pytest.raises(TypeError):
+        loop.call_at(None, print)
+
+
+def test_callbacks_run_in_a_copy_of_the_context_or_the_one_given(loop):
+    var = contextvars.ContextVar("var", default="unset")
+    var.set("caller")
+    seen = []
+    loop.call_soon(lambda: seen.append(var.get()))
+    other = contextvars.Context()
+    loop.call_soon(lambda: seen.append(var.get()), context=other)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert seen == ["caller", "unset"]
+
+
+def test_call_soon_threadsafe_wakes_the_loop(loop):
+    seen = []
+
+    def from_thread():
+        loop.call_soon_threadsafe(seen.append, threading.current_thread().name)
+        loop.call_soon_threadsafe(loop.stop)
+
+    loop.call_soon(threading.Thread(target=from_thread, name="helper").start)
+    loop.run_forever()  # would wait forever if the thread could not wake it
+    assert seen == ["helper"]
+
+
+def test_debug_mode_refuses_coroutines_and_other_threads(loop):
+    async def coro_fn():
+        pass
+
+    loop.set_debug(True)
+    assert loop.get_debug()
+    with pytest.raises(TypeError, match="coroutines cannot be used with call_soon"):
+        loop.call_soon(coro_fn)
+    with pytest.raises(TypeError, match="a callable object was expected"):
+        loop.call_later(1, 42)
+    errors = []
+
+    def from_thread():
+        try:
+            loop.call_soon(print)
+        except RuntimeError as exc:
+            errors.append(exc)
+        loop.call_soon_threadsafe(loop.stop)
+
+    loop.call_soon(threading.Thread(target=from_thread).start)
+    loop.run_forever()
+    assert "Non-thread-safe operation" in str(errors[0])
+
+
+# -- running, stopping, closing --------------------------------------------------------
+
+
+def test_stop_lets_the_current_callbacks_finish_and_keeps_the_new_ones(loop):
+    seen = []
+
+    def first():
+        seen.append("first")
+        loop.stop()
+        loop.call_soon(seen.append, "next run")
+
+    loop.call_soon(first)
+    loop.call_soon(seen.append, "same iteration")
+    loop.run_forever()
+    assert seen == ["first", "same iteration"]
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert seen == ["first", "same iteration", "next run"]
+
+
+def test_stop_before_run_forever_runs_one_iteration(loop):
+    seen = []
+    loop.call_soon(seen.append, 1)
+    loop.stop()
+    loop.run_forever()
+    assert seen == [1] and not loop.is_running()
+
+
+def test_run_until_complete_result_exception_and_futures(loop):
+    async def double(x):
+        await asyncio.sleep(0)
+        return 2 * x
+
+    async def fail():
+        raise ValueError("boom")
+
+    assert loop.run_until_complete(double(21)) == 42
+    with pytest.raises(ValueError, match="boom"):
+        loop.run_until_complete(fail())
+    future = loop.create_future()
+    loop.call_soon(future.set_result, "set")
+    assert loop.run_until_complete(future) == "set"
+
+
+def test_run_until_complete_when_the_loop_stops_first(loop):
+    future = loop.create_future()
+    loop.call_soon(loop.stop)
+    with pytest.raises(RuntimeError, match="Event loop stopped before Future completed"):
+        loop.run_until_complete(future)
+
+
+def test_is_running_and_nested_runs(loop):
+    async def main():
+        assert loop.is_running()
+        coro = asyncio.sleep(0)
+        with pytest.raises(RuntimeError, match="already running"):
+            loop.run_until_complete(coro)
+        other = plait.aio.new_event_loop()
+        try:
+            with pytest.raises(RuntimeError, match="another loop is running"):
+                other.run_until_complete(coro)
+        finally:
+            other.close()
+            coro.close()
+        with pytest.raises(RuntimeError, match="Cannot close a running event loop"):
+            loop.close()
+
+    assert not loop.is_running()
+    loop.run_until_complete(main())
+    assert not loop.is_running()
+
+
+def test_a_closed_loop_refuses_work():
+    loop = plait.aio.new_event_loop()
+    loop.close()
+    loop.close()  # idempotent
+    assert loop.is_closed()
+    coro = asyncio.sleep(0)
+    for attempt in (
+        lambda: loop.call_soon(print),
+        lambda: loop.call_later(1, print),
+        lambda: loop.call_soon_threadsafe(print),
+        lambda: loop.create_task(coro),
+        loop.run_forever,
+        lambda: loop.run_in_executor(None, print),
+    ):
+        with pytest.raises(RuntimeError, match="Event loop is closed"):
+            attempt()
+    coro.close()
+    assert loop.remove_reader(0) is False
+
+
+def test_plait_run_inside_is_refused_and_asyncio_inside_plait_run_still_explains():
+    async def asyncio_main():
+        with pytest.raises(RuntimeError, match="inside a running plait loop"):
+            plait.run(plait.sleep, 0)
+
+    plait.aio.run(asyncio_main())
+
+    async def plait_main():
+        with pytest.raises(RuntimeError, match="plait's loop is not an asyncio event loop"):
+            asyncio.get_running_loop().call_soon(print)
+
+    plait.run(plait_main)
+
+
+# -- tasks -----------------------------------------------------------------------------
+
+
+def test_create_task_names_context_and_factory(loop):
+    var = contextvars.ContextVar("var", default="unset")
+    made = []
+
+    def factory(loop, coro, **kwargs):
+        task = asyncio.Task(coro, loop=loop, **kwargs)
+        made.append(task)
+        return task
+
+    async def read():
+        return var.get()
+
+    async def main():
+        named = loop.create_task(read(), name="reader")
+        ctx = contextvars.Context()
+        ctx.run(var.set, "given")
+        given = loop.create_task(read(), context=ctx)
+        assert named.get_name() == "reader"
+        loop.set_task_factory(factory)
+        assert loop.get_task_factory() is factory
+        by_factory = loop.create_task(read(), name="made")
+        loop.set_task_factory(None)
+        return await named, await given, by_factory.get_name(), made == [by_factory]
+
+    assert loop.run_until_complete(main()) == ("unset", "given", "made", True)
+    with pytest.raises(TypeError, match="task factory must be a callable or None"):
+        loop.set_task_factory(42)
+
+
+def test_cancellation_and_timeouts():
+    async def main():
+        task = asyncio.create_task(asyncio.sleep(3600))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(asyncio.sleep(3600), 0.001)
+        async with asyncio.timeout(None):
+            pass
+        return "done"
+
+    assert plait.aio.run(main()) == "done"
+
+
+def test_asyncio_primitives_work():
+    async def main():
+        queue = asyncio.Queue(maxsize=1)
+        lock = asyncio.Lock()
+        event = asyncio.Event()
+        got = []
+
+        async def consumer():
+            for _ in range(3):
+                async with lock:
+                    got.append(await queue.get())
+            event.set()
+
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(consumer())
+            for i in range(3):
+                await queue.put(i)
+            await event.wait()
+        done, pending = await asyncio.wait(
+            [asyncio.create_task(asyncio.sleep(0, result=i)) for i in range(3)]
+        )
+        return got, sorted(t.result() for t in done), pending
+
+    assert plait.aio.run(main()) == ([0, 1, 2], [0, 1, 2], set())
+
+
+# -- errors ----------------------------------------------------------------------------
+
+
+def test_a_failing_callback_goes_to_the_exception_handler(loop):
+    contexts = []
+
+    def fail():
+        raise ValueError("in a callback")
+
+    loop.set_exception_handler(lambda loop, context: contexts.append(context))
+    loop.call_soon(fail)
+    loop.call_soon(loop.stop)
+    loop.run_forever()  # the loop goes on
+    [context] = contexts
+    assert isinstance(context["exception"], ValueError)
+    assert "Exception in callback" in context["message"]
+    assert isinstance(context["handle"], asyncio.Handle)
+    with pytest.raises(TypeError, match="A callable object or None is expected"):
+        loop.set_exception_handler(42)
+
+
+def test_the_default_handler_logs_to_the_asyncio_logger(loop, caplog):
+    def fail():
+        raise ValueError("logged")
+
+    loop.call_soon(fail)
+    loop.call_soon(loop.stop)
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        loop.run_forever()
+    [record] = caplog.records
+    assert record.name == "asyncio" and "Exception in callback" in record.getMessage()
+    assert record.exc_info[0] is ValueError
+
+
+def test_an_error_in_the_handler_is_logged_too(loop, caplog):
+    def bad_handler(loop, context):
+        raise RuntimeError("handler broke")
+
+    loop.set_exception_handler(bad_handler)
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        loop.call_exception_handler({"message": "original"})
+    [record] = caplog.records
+    assert "Unhandled error in exception handler" in record.getMessage()
+    assert "original" in record.getMessage()
+
+
+def test_a_never_retrieved_task_exception_is_reported(loop):
+    contexts = []
+    loop.set_exception_handler(lambda loop, context: contexts.append(context))
+
+    async def fail():
+        raise KeyError("lost")
+
+    async def main():
+        task = asyncio.create_task(fail())
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        del task
+
+    loop.run_until_complete(main())
+    gc.collect()  # (the task is freed: its __del__ reports the exception)
+    [context] = contexts
+    assert context["message"] == "Task exception was never retrieved"
+    assert isinstance(context["exception"], KeyError)
+
+
+# -- file descriptors, executors -------------------------------------------------------
+
+
+def test_readers_and_writers_on_a_socket_pair(loop):
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    seen = []
+    try:
+
+        def readable():
+            seen.append(b.recv(100))
+            assert loop.remove_reader(b)
+            loop.stop()
+
+        def writable():
+            a.send(b"ping")
+            assert loop.remove_writer(a.fileno())
+
+        loop.add_reader(b, readable)
+        loop.add_writer(a, writable)
+        loop.run_forever()
+        assert seen == [b"ping"]
+        assert loop.remove_reader(b) is False
+        with pytest.raises(ValueError, match="Invalid file object"):
+            loop.add_reader(object(), print)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_run_in_executor_and_its_shutdown(loop):
+    async def main():
+        name = await loop.run_in_executor(None, lambda: threading.current_thread().name)
+        await loop.shutdown_default_executor()
+        with pytest.raises(RuntimeError, match="Executor shutdown has been called"):
+            loop.run_in_executor(None, print)
+        return name
+
+    assert loop.run_until_complete(main()).startswith("asyncio")
+    with pytest.raises(TypeError, match="ThreadPoolExecutor"):
+        loop.set_default_executor(object())
+
+
+def test_getaddrinfo_and_getnameinfo(loop):
+    infos = loop.run_until_complete(loop.getaddrinfo("127.0.0.1", 80, type=socket.SOCK_STREAM))
+    assert infos[0][4] == ("127.0.0.1", 80)
+    host, port = loop.run_until_complete(
+        loop.getnameinfo(("127.0.0.1", 80), socket.NI_NUMERICHOST | socket.NI_NUMERICSERV)
+    )
+    assert (host, port) == ("127.0.0.1", "80")
+
+
+# -- async generators ------------------------------------------------------------------
+
+
+def test_async_generators_left_alive_are_closed_at_the_end():
+    closed = []
+
+    async def ticker():
+        try:
+            while True:
+                yield 1
+        finally:
+            await asyncio.sleep(0)  # cleanup that awaits
+            closed.append("ticker")
+
+    kept = []  # alive until the run closes it
+
+    async def main():
+        kept.append(ticker())
+        await kept[0].__anext__()
+
+    plait.aio.run(main())
+    assert closed == ["ticker"]
+
+
+def test_an_abandoned_async_generator_is_closed_in_a_task():
+    closed = []
+
+    async def numbers():
+        try:
+            yield 1
+            yield 2
+        finally:
+            await asyncio.sleep(0)
+            closed.append(asyncio.current_task() is not None)
+
+    async def main():
+        async for _ in numbers():
+            break  # (dropped here: the finalizer hook hands it to the loop)
+        for _ in range(10):
+            if closed:
+                break
+            await asyncio.sleep(0)
+        return list(closed)
+
+    assert plait.aio.run(main()) == [True]
