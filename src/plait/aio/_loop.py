@@ -45,9 +45,12 @@ from asyncio import events
 from collections.abc import Callable
 from typing import Any
 
+from .._core._cancel import CancelScope
 from .._core._kernel import Loop
 from .._core._reactor import READABLE, WRITABLE
 from .._core._traps import Abort, wait_task_rescheduled
+from .._threads import to_thread_run_sync
+from .._timeouts import sleep_forever
 from .._util import describe
 
 __all__ = ["EventLoop", "EventLoopPolicy", "install", "new_event_loop", "run"]
@@ -82,8 +85,24 @@ class EventLoop(_AbstractEventLoop):  # type: ignore[misc]
     thread-safe door of a :class:`plait.Loop`)."""
 
     def __init__(self) -> None:
-        self._plait = Loop()
-        self._plait._asyncio_loop = self
+        self._setup(Loop(), owner=True)
+
+    @classmethod
+    def _on_running(cls, plait_loop: Loop) -> EventLoop:
+        """An EventLoop on ``plait_loop``, which runs ``plait.run`` (for
+        ``run_asyncio``): asyncio sees it as the running loop until the run ends,
+        when a system task winds it down (its asyncio tasks cancelled and awaited, its
+        executor shut down)."""
+        self = cls.__new__(cls)
+        self._setup(plait_loop, owner=False)
+        events._set_running_loop(self)  # (the run restores what was there before it)
+        self._spawn_plait(self._lifetime(), "plait.aio: the asyncio loop of this run")
+        return self
+
+    def _setup(self, plait_loop: Loop, *, owner: bool) -> None:
+        self._plait = plait_loop
+        self._owner = owner  # closing this closes the plait loop
+        plait_loop._asyncio_loop = self
         self._plait.set_exception_handler(self._plait_exception)
         self._ready: collections.deque[Any] = self._plait._ready
         self._timers = self._plait._timers
@@ -178,7 +197,7 @@ class EventLoop(_AbstractEventLoop):  # type: ignore[misc]
             self._plait._kernel_reschedule(host, None, None)
 
     def is_running(self) -> bool:
-        return self._thread_id is not None
+        return self._plait.is_running()
 
     def is_closed(self) -> bool:
         return self._closed
@@ -188,6 +207,9 @@ class EventLoop(_AbstractEventLoop):  # type: ignore[misc]
         without waiting. Not allowed while running; idempotent."""
         if self.is_running():
             raise RuntimeError("Cannot close a running event loop")
+        self._release()
+
+    def _release(self) -> None:
         if self._closed:
             return
         if self._debug:
@@ -196,7 +218,64 @@ class EventLoop(_AbstractEventLoop):  # type: ignore[misc]
         executor, self._default_executor = self._default_executor, None
         if executor is not None:
             executor.shutdown(wait=False)
-        self._plait.close()
+        self._plait._asyncio_loop = None  # (no cycle left between the two loops)
+        self._plait.set_exception_handler(None)
+        if self._owner:
+            self._plait.close()
+
+    # -- plait tasks -------------------------------------------------------------------
+
+    def _spawn_plait(self, coro: Any, name: Any) -> None:
+        """Start ``coro`` as a plait system task of the run (cancelled when the run
+        ends: when ``run_forever`` returns, or the main task of ``plait.run`` ends)."""
+        plait_loop = self._plait
+        if plait_loop._system_group is None or plait_loop._system_scope is None:
+            raise RuntimeError(
+                "plait.aio: plait code can only start while the loop runs (inside "
+                "run_forever, run_until_complete or plait.run)"
+            )
+        if not isinstance(name, str):
+            name = getattr(name, "__qualname__", None) or repr(name)
+        plait_loop._spawn(coro, plait_loop._system_group, plait_loop._system_scope, name)
+
+    async def _lifetime(self) -> None:
+        """System task of an EventLoop put on a running ``plait.run``."""
+        try:
+            await sleep_forever()
+        finally:
+            with CancelScope(shield=True):
+                await self._wind_down()
+
+    async def _wind_down(self) -> None:
+        pending = [task for task in asyncio.all_tasks(self) if not task.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            host = self._plait._current_task
+            assert host is not None  # (a task: this one)
+            left = [len(pending)]
+
+            def one_done(_: Any) -> None:
+                left[0] -= 1
+                if left[0] == 0:
+                    self._plait._kernel_reschedule(host, None, None)
+
+            for task in pending:
+                task.add_done_callback(one_done)
+            await wait_task_rescheduled(lambda _: Abort.FAILED)
+            for task in pending:
+                if not task.cancelled() and task.exception() is not None:
+                    self.call_exception_handler(
+                        {
+                            "message": "unhandled exception during plait.run() shutdown",
+                            "exception": task.exception(),
+                            "task": task,
+                        }
+                    )
+        executor, self._default_executor = self._default_executor, None
+        if executor is not None:
+            await to_thread_run_sync(executor.shutdown)
+        self._release()
 
     async def shutdown_asyncgens(self) -> None:
         """Close the async generators of asyncio code that are still alive."""
