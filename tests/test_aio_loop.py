@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import gc
+import io
 import logging
 import socket
 import sys
@@ -522,3 +523,144 @@ def test_an_abandoned_async_generator_is_closed_in_a_task():
         return list(closed)
 
     assert plait.aio.run(main()) == [True]
+
+
+# -- non-blocking sockets --------------------------------------------------------------
+
+
+def _listener():
+    server = socket.create_server(("127.0.0.1", 0))
+    server.setblocking(False)
+    return server
+
+
+def test_sock_connect_accept_sendall_recv(loop):
+    async def main():
+        server = _listener()
+        client = socket.socket()
+        client.setblocking(False)
+        try:
+            accepting = asyncio.create_task(loop.sock_accept(server))
+            await loop.sock_connect(client, server.getsockname())
+            conn, address = await accepting
+            with conn:
+                assert conn.gettimeout() == 0 and address == client.getsockname()
+                payload = bytes(range(256)) * 8192  # 2 MiB: many partial sends
+                sending = asyncio.create_task(loop.sock_sendall(client, payload))
+                got = bytearray()
+                while len(got) < len(payload):
+                    got += await loop.sock_recv(conn, 65536)
+                await sending
+                buf = bytearray(10)
+                await loop.sock_sendall(conn, b"0123456789")
+                n = await loop.sock_recv_into(client, buf)
+                return bytes(got) == payload, bytes(buf[:n])
+        finally:
+            client.close()
+            server.close()
+
+    assert loop.run_until_complete(main()) == (True, b"0123456789")
+
+
+def test_sock_connect_resolves_names_and_reports_refusal(loop):
+    async def main():
+        server = _listener()
+        port = server.getsockname()[1]
+        client = socket.socket()
+        client.setblocking(False)
+        try:
+            await loop.sock_connect(client, ("localhost", port))
+        finally:
+            client.close()
+        server.close()  # nothing listens there now
+        refused = socket.socket()
+        refused.setblocking(False)
+        try:
+            with pytest.raises(ConnectionRefusedError):
+                await loop.sock_connect(refused, ("127.0.0.1", port))
+        finally:
+            refused.close()
+
+    loop.run_until_complete(main())
+
+
+def test_sock_methods_refuse_blocking_sockets_and_non_sockets(loop):
+    async def main():
+        with socket.socket() as sock:
+            with pytest.raises(ValueError, match="must be non-blocking"):
+                await loop.sock_recv(sock, 1)
+        with pytest.raises(TypeError, match=r"a socket\.socket was expected"):
+            await loop.sock_recv(42, 1)
+
+    loop.run_until_complete(main())
+
+
+def test_a_cancelled_sock_recv_stops_watching_the_socket(loop):
+    async def main():
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        b.setblocking(False)
+        with a, b:
+            task = asyncio.create_task(loop.sock_recv(a, 10))
+            await asyncio.sleep(0)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert loop.remove_reader(a) is False  # nothing left registered
+            b.send(b"x")
+            return await loop.sock_recv(a, 10)
+
+    assert loop.run_until_complete(main()) == b"x"
+
+
+def test_udp_sendto_recvfrom(loop):
+    async def main():
+        with (
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a,
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b,
+        ):
+            a.bind(("127.0.0.1", 0))
+            b.bind(("127.0.0.1", 0))
+            a.setblocking(False)
+            b.setblocking(False)
+            await loop.sock_sendto(a, b"datagram", b.getsockname())
+            data, source = await loop.sock_recvfrom(b, 100)
+            await loop.sock_sendto(b, b"reply", source)
+            buf = bytearray(16)
+            n, _ = await loop.sock_recvfrom_into(a, buf)
+            return data, source == a.getsockname(), bytes(buf[:n])
+
+    assert loop.run_until_complete(main()) == (b"datagram", True, b"reply")
+
+
+@pytest.mark.parametrize("fallback_only", [False, True])
+def test_sock_sendfile(loop, tmp_path, fallback_only):
+    path = tmp_path / "data.bin"
+    content = bytes(range(256)) * 4096  # 1 MiB
+    path.write_bytes(content)
+
+    async def main():
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        b.setblocking(False)
+        with a, b, open(path, "rb") as file:
+            source = io.BytesIO(content) if fallback_only else file
+            sending = asyncio.create_task(loop.sock_sendfile(a, source, 1000, 500_000))
+            got = bytearray()
+            while len(got) < 500_000:
+                got += await loop.sock_recv(b, 65536)
+            sent = await sending
+            return sent, bytes(got) == content[1000:501_000], source.tell()
+
+    assert loop.run_until_complete(main()) == (500_000, True, 501_000)
+
+
+def test_sock_sendfile_without_fallback(loop):
+    async def main():
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        with a, b:
+            with pytest.raises(asyncio.SendfileNotAvailableError):
+                await loop.sock_sendfile(a, io.BytesIO(b"x"), fallback=False)
+
+    loop.run_until_complete(main())

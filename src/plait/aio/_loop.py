@@ -33,6 +33,8 @@ import collections
 import collections.abc
 import concurrent.futures
 import contextvars
+import errno
+import io
 import logging
 import os
 import socket
@@ -613,6 +615,210 @@ class EventLoop(_AbstractEventLoop):  # type: ignore[misc]
             None, socket.getnameinfo, sockaddr, flags
         )
         return names
+
+    # -- non-blocking sockets ----------------------------------------------------------
+
+    async def _sock_io(
+        self, which: int, sock: socket.socket, attempt: Callable[[], Any], *, now: bool = True
+    ) -> Any:
+        """``attempt()`` now (unless ``now`` is false), and again each time ``sock`` is
+        ready for ``which`` while it raises ``BlockingIOError``; its result, or what
+        else it raised."""
+        _check_nonblocking(sock)
+        if now:
+            try:
+                return attempt()
+            except (BlockingIOError, InterruptedError):
+                pass
+        future = self.create_future()
+
+        def ready() -> None:
+            if future.done():
+                return
+            try:
+                result = attempt()
+            except (BlockingIOError, InterruptedError):
+                return
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+        fd = sock.fileno()
+        self._fd_handle(which, fd, ready, ())
+        try:
+            return await future
+        finally:
+            self._plait._clear_fd_callback(which, fd)
+
+    async def sock_recv(self, sock: socket.socket, nbytes: int) -> bytes:
+        """Receive up to ``nbytes`` from the non-blocking socket ``sock``."""
+        data: bytes = await self._sock_io(READABLE, sock, lambda: sock.recv(nbytes))
+        return data
+
+    async def sock_recv_into(self, sock: socket.socket, buf: Any) -> int:
+        n: int = await self._sock_io(READABLE, sock, lambda: sock.recv_into(buf))
+        return n
+
+    async def sock_recvfrom(self, sock: socket.socket, bufsize: int) -> tuple[bytes, Any]:
+        got: tuple[bytes, Any] = await self._sock_io(
+            READABLE, sock, lambda: sock.recvfrom(bufsize)
+        )
+        return got
+
+    async def sock_recvfrom_into(
+        self, sock: socket.socket, buf: Any, nbytes: int = 0
+    ) -> tuple[int, Any]:
+        nbytes = nbytes or len(buf)
+        got: tuple[int, Any] = await self._sock_io(
+            READABLE, sock, lambda: sock.recvfrom_into(buf, nbytes)
+        )
+        return got
+
+    async def sock_sendto(self, sock: socket.socket, data: Any, address: Any) -> int:
+        n: int = await self._sock_io(WRITABLE, sock, lambda: sock.sendto(data, address))
+        return n
+
+    async def sock_sendall(self, sock: socket.socket, data: Any) -> None:
+        """Send all of ``data`` (bytes-like) on the non-blocking socket ``sock``."""
+        view = memoryview(data).cast("B")
+        sent = [0]
+
+        def attempt() -> None:
+            while sent[0] < len(view):
+                sent[0] += sock.send(view[sent[0] :])  # BlockingIOError: wait, go on
+
+        await self._sock_io(WRITABLE, sock, attempt)
+
+    async def sock_connect(self, sock: socket.socket, address: Any) -> None:
+        """Connect the non-blocking socket ``sock`` to ``address`` (a host name is
+        resolved first)."""
+        _check_nonblocking(sock)
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and not _is_numeric(address):
+            infos = await self.getaddrinfo(
+                address[0], address[1], family=sock.family, type=sock.type, proto=sock.proto
+            )
+            if not infos:
+                raise OSError(f"getaddrinfo({address[0]!r}) returned empty list")
+            address = infos[0][4]
+        try:
+            sock.connect(address)
+            return
+        except (BlockingIOError, InterruptedError):
+            pass
+
+        def attempt() -> None:
+            error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if error in (errno.EINPROGRESS, errno.EALREADY, errno.EAGAIN):
+                raise BlockingIOError
+            if error != 0:
+                raise OSError(error, f"Connect call failed {address}")
+
+        await self._sock_io(WRITABLE, sock, attempt, now=False)
+
+    async def sock_accept(self, sock: socket.socket) -> tuple[socket.socket, Any]:
+        """Accept a connection on the listening non-blocking ``sock``; the new socket
+        is non-blocking too."""
+
+        def attempt() -> tuple[socket.socket, Any]:
+            conn, address = sock.accept()
+            conn.setblocking(False)
+            return conn, address
+
+        accepted: tuple[socket.socket, Any] = await self._sock_io(READABLE, sock, attempt)
+        return accepted
+
+    async def sock_sendfile(
+        self,
+        sock: socket.socket,
+        file: Any,
+        offset: int = 0,
+        count: int | None = None,
+        *,
+        fallback: bool = True,
+    ) -> int:
+        """Send ``count`` bytes (all, if None) of ``file`` from ``offset`` on ``sock``
+        with ``os.sendfile``, or by reading and sending if that is not possible and
+        ``fallback`` allows; returns the bytes sent."""
+        _check_nonblocking(sock)
+        if "b" not in getattr(file, "mode", "b"):
+            raise ValueError("file should be opened in binary mode")
+        if sock.type != socket.SOCK_STREAM:
+            raise ValueError("only SOCK_STREAM type sockets are supported")
+        if count is not None and (not isinstance(count, int) or count <= 0):
+            raise ValueError(f"count must be a positive integer (got {count!r})")
+        if not isinstance(offset, int) or offset < 0:
+            raise ValueError(f"offset must be a non-negative integer (got {offset!r})")
+        try:
+            fileno = file.fileno()
+        except (AttributeError, io.UnsupportedOperation):
+            fileno = None
+        if fileno is None or not hasattr(os, "sendfile"):
+            if not fallback:
+                raise asyncio.SendfileNotAvailableError(
+                    "os.sendfile() cannot send this file (it has no file descriptor)"
+                )
+            return await self._sock_sendfile_fallback(sock, file, offset, count)
+        total = [0]
+
+        def attempt() -> int:
+            while count is None or total[0] < count:
+                chunk = 1 << 20 if count is None else min(count - total[0], 1 << 20)
+                sent = os.sendfile(sock.fileno(), fileno, offset + total[0], chunk)
+                if sent == 0:
+                    break  # end of file
+                total[0] += sent
+            return total[0]
+
+        try:
+            return int(await self._sock_io(WRITABLE, sock, attempt))
+        finally:
+            if total[0] > 0:
+                file.seek(offset + total[0])
+
+    async def _sock_sendfile_fallback(
+        self, sock: socket.socket, file: Any, offset: int, count: int | None
+    ) -> int:
+        if offset:
+            file.seek(offset)
+        total = 0
+        try:
+            while count is None or total < count:
+                size = 1 << 16 if count is None else min(count - total, 1 << 16)
+                block = await self.run_in_executor(None, file.read, size)
+                if not block:
+                    break
+                await self.sock_sendall(sock, block)
+                total += len(block)
+            return total
+        finally:
+            if total > 0 and hasattr(file, "seek"):
+                file.seek(offset + total)
+
+
+def _check_nonblocking(sock: Any) -> None:
+    if not isinstance(sock, socket.socket):
+        raise TypeError(f"a socket.socket was expected, got {describe(sock)}")
+    if sock.gettimeout() != 0:
+        raise ValueError(
+            "the socket must be non-blocking: call sock.setblocking(False) before "
+            "passing it to the loop"
+        )
+
+
+def _is_numeric(address: Any) -> bool:
+    host = address[0]
+    if not isinstance(host, str):
+        return True
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host.partition("%")[0])
+        except OSError:
+            continue
+        return True
+    return False
 
 
 def _fileno(fd: Any) -> int:
