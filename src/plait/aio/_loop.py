@@ -54,6 +54,7 @@ from .._core._traps import Abort, wait_task_rescheduled
 from .._threads import to_thread_run_sync
 from .._timeouts import sleep_forever
 from .._util import describe
+from . import _network
 
 __all__ = ["EventLoop", "EventLoopPolicy", "install", "new_event_loop", "run"]
 
@@ -554,6 +555,24 @@ class EventLoop(_AbstractEventLoop):  # type: ignore[misc]
             self._check_callback(callback, "add_reader" if which == READABLE else "add_writer")
         self._plait._set_fd_handle(which, _fileno(fd), asyncio.Handle(callback, args, self, None))
 
+    # (for transports: fds known to be valid, callbacks known to be right)
+    def _add_reader(self, fd: int, callback: Callable[[], object]) -> None:
+        self._plait._set_fd_handle(READABLE, fd, asyncio.Handle(callback, (), self, None))
+
+    def _add_writer(self, fd: int, callback: Callable[[], object]) -> None:
+        self._plait._set_fd_handle(WRITABLE, fd, asyncio.Handle(callback, (), self, None))
+
+    def _remove_reader(self, fd: int) -> bool:
+        return self._plait._clear_fd_callback(READABLE, fd)
+
+    def _remove_writer(self, fd: int) -> bool:
+        return self._plait._clear_fd_callback(WRITABLE, fd)
+
+    def _forget_fd(self, fd: int) -> None:
+        """``fd`` is about to be closed: drop its callbacks and registration."""
+        if not self._plait.is_closed():
+            self._plait._notify_closing(fd)
+
     def add_reader(self, fd: Any, callback: Callable[..., object], *args: Any) -> None:
         self._fd_handle(READABLE, fd, callback, args)
 
@@ -615,6 +634,36 @@ class EventLoop(_AbstractEventLoop):  # type: ignore[misc]
             None, socket.getnameinfo, sockaddr, flags
         )
         return names
+
+    # -- connections and servers (see _network.py) ------------------------------------
+
+    async def create_connection(
+        self, protocol_factory: Callable[[], Any], host: Any = None, port: Any = None, **kw: Any
+    ) -> tuple[Any, Any]:
+        return await _network.create_connection(self, protocol_factory, host, port, **kw)
+
+    async def create_server(
+        self, protocol_factory: Callable[[], Any], host: Any = None, port: Any = None, **kw: Any
+    ) -> _network.Server:
+        return await _network.create_server(self, protocol_factory, host, port, **kw)
+
+    async def create_unix_connection(
+        self, protocol_factory: Callable[[], Any], path: Any = None, **kw: Any
+    ) -> tuple[Any, Any]:
+        return await _network.create_unix_connection(self, protocol_factory, path, **kw)
+
+    async def create_unix_server(
+        self, protocol_factory: Callable[[], Any], path: Any = None, **kw: Any
+    ) -> _network.Server:
+        return await _network.create_unix_server(self, protocol_factory, path, **kw)
+
+    async def connect_accepted_socket(
+        self, protocol_factory: Callable[[], Any], sock: socket.socket, **kw: Any
+    ) -> tuple[Any, Any]:
+        return await _network.connect_accepted_socket(self, protocol_factory, sock, **kw)
+
+    async def start_tls(self, transport: Any, protocol: Any, sslcontext: Any, **kw: Any) -> Any:
+        return await _network.start_tls(self, transport, protocol, sslcontext, **kw)
 
     # -- non-blocking sockets ----------------------------------------------------------
 

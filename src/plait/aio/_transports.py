@@ -1,0 +1,373 @@
+"""Socket transports of :class:`plait.aio.EventLoop`. Layer L6.
+
+Theory of operation. A :class:`SocketTransport` drives one connected non-blocking
+socket with the loop's readiness callbacks: a reader while reading is not paused, a
+writer only while data waits to be sent. ``write()`` sends at once when nothing waits
+(most writes never touch the reactor) and keeps what the kernel did not take in a
+queue of buffers; past the high-water mark it calls the protocol's
+``pause_writing()``, and ``resume_writing()`` once the queue drains below the low-water
+mark. Reading hands each chunk to ``data_received`` (or, for a
+``BufferedProtocol``, receives straight into the protocol's buffer); end of file calls
+``eof_received()``, and the transport closes unless it returns true (half-close).
+
+Closing: ``close()`` stops reading, sends what is queued, then closes the socket;
+``abort()`` closes at once, dropping the queue. ``connection_lost`` is called once, in
+a later callback, with the error that ended the connection (None for a clean close).
+An error in a protocol callback, or a socket error, is reported to the loop's
+exception handler and aborts the connection (OS errors such as a reset are expected
+and only logged in debug mode), as in asyncio's own transports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import socket
+import warnings
+from typing import Any
+
+__all__ = ["SocketTransport"]
+
+logger = logging.getLogger("asyncio")
+
+_MAX_SIZE = 256 * 1024  # bytes read per readiness callback
+_HIGH_WATER = 64 * 1024
+
+
+class SocketTransport(asyncio.Transport):
+    """A stream transport on a connected non-blocking socket."""
+
+    def __init__(
+        self,
+        loop: Any,
+        sock: socket.socket,
+        protocol: asyncio.BaseProtocol,
+        *,
+        waiter: asyncio.Future[None] | None = None,
+        extra: dict[str, Any] | None = None,
+        server: Any = None,
+    ) -> None:
+        super().__init__(extra)
+        self._extra: dict[str, Any] = dict(extra or {})
+        self._loop = loop
+        self._sock: socket.socket | None = sock
+        self._fileno = sock.fileno()
+        self._extra["socket"] = sock
+        for key, get in (("sockname", sock.getsockname), ("peername", sock.getpeername)):
+            if key not in self._extra:
+                try:
+                    self._extra[key] = get()
+                except OSError:
+                    self._extra[key] = None
+        self._protocol: Any = None
+        self._buffered = False
+        self.set_protocol(protocol)
+        self._server = server
+        self._buffer: collections.deque[memoryview] = collections.deque()
+        self._buffer_size = 0
+        self._conn_lost = 0  # write() calls after the connection ended (warned at 5)
+        self._closing = False
+        self._paused = False  # reading paused by the protocol
+        self._eof = False  # write_eof() called
+        self._protocol_paused = False  # we told the protocol to pause writing
+        self._high_water = _HIGH_WATER
+        self._low_water = _HIGH_WATER // 4
+        if server is not None:
+            server._attach(self)
+        _nodelay(sock)
+        loop.call_soon(protocol.connection_made, self)
+        loop.call_soon(self._start_reading)
+        if waiter is not None:
+            loop.call_soon(_set_result_unless_cancelled, waiter, None)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._sock is None else "closing" if self._closing else "open"
+        return (
+            f"<plait.aio.SocketTransport fd={self._fileno} {state} buffered={self._buffer_size}>"
+        )
+
+    # -- protocol --------------------------------------------------------------------
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._protocol = protocol
+        self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        protocol: asyncio.BaseProtocol = self._protocol
+        return protocol
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    # -- reading ---------------------------------------------------------------------
+
+    def _start_reading(self) -> None:
+        if not self._closing and not self._paused and self._sock is not None:
+            self._loop._add_reader(self._fileno, self._read_ready)
+
+    def is_reading(self) -> bool:
+        return not self._paused and not self._closing
+
+    def pause_reading(self) -> None:
+        if self._closing or self._paused:
+            return
+        self._paused = True
+        self._loop._remove_reader(self._fileno)
+
+    def resume_reading(self) -> None:
+        if self._closing or not self._paused:
+            return
+        self._paused = False
+        self._start_reading()
+
+    def _read_ready(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        try:
+            if self._buffered:
+                buf = self._protocol.get_buffer(-1)
+                if not len(buf):
+                    raise RuntimeError("get_buffer() returned an empty buffer")
+                n = sock.recv_into(buf)
+                if n:
+                    self._protocol.buffer_updated(n)
+                    return
+            else:
+                data = sock.recv(_MAX_SIZE)
+                if data:
+                    self._protocol.data_received(data)
+                    return
+        except (BlockingIOError, InterruptedError):
+            return
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal read error on socket transport")
+            return
+        self._read_eof()
+
+    def _read_eof(self) -> None:
+        self._loop._remove_reader(self._fileno)
+        try:
+            keep_open = self._protocol.eof_received()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal error: protocol.eof_received() call failed.")
+            return
+        if not keep_open:
+            self.close()
+
+    # -- writing ---------------------------------------------------------------------
+
+    def write(self, data: Any) -> None:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError(
+                f"data argument must be a bytes-like object, not {type(data).__name__!r}"
+            )
+        if self._eof:
+            raise RuntimeError("Cannot call write() after write_eof()")
+        if not data:
+            return
+        if self._sock is None or self._conn_lost:
+            self._conn_lost += 1
+            if self._conn_lost >= 5:
+                logger.warning("socket.send() raised exception.")
+            return
+        if not self._buffer:
+            try:
+                n = self._sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                n = 0
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc, "Fatal write error on socket transport")
+                return
+            if n == len(data):
+                return
+            view = memoryview(data).cast("B")[n:]
+            self._loop._add_writer(self._fileno, self._write_ready)
+        else:
+            view = memoryview(data).cast("B")
+        # (a bytearray may change after write() returns: keep a copy of it)
+        self._buffer.append(view if isinstance(data, bytes) else memoryview(bytes(view)))
+        self._buffer_size += len(view)
+        self._maybe_pause_protocol()
+
+    def writelines(self, list_of_data: Any) -> None:
+        for data in list_of_data:
+            self.write(data)
+
+    def _write_ready(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        buffer = self._buffer
+        try:
+            while buffer:
+                view = buffer[0]
+                n = sock.send(view)
+                self._buffer_size -= n
+                if n < len(view):
+                    buffer[0] = view[n:]
+                    break
+                buffer.popleft()
+        except (BlockingIOError, InterruptedError):
+            pass
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._loop._remove_writer(self._fileno)
+            buffer.clear()
+            self._buffer_size = 0
+            self._fatal_error(exc, "Fatal write error on socket transport")
+            return
+        self._maybe_resume_protocol()
+        if buffer:
+            return
+        self._loop._remove_writer(self._fileno)
+        if self._closing:
+            self._call_connection_lost_soon(None)
+        elif self._eof:
+            sock.shutdown(socket.SHUT_WR)
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        if self._closing or self._eof:
+            return
+        self._eof = True
+        if not self._buffer and self._sock is not None:
+            self._sock.shutdown(socket.SHUT_WR)
+
+    def get_write_buffer_size(self) -> int:
+        return self._buffer_size
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return (self._low_water, self._high_water)
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        if high is None:
+            high = _HIGH_WATER if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+        self._high_water, self._low_water = high, low
+        self._maybe_pause_protocol()
+
+    def _maybe_pause_protocol(self) -> None:
+        if self._buffer_size <= self._high_water or self._protocol_paused:
+            return
+        self._protocol_paused = True
+        try:
+            self._protocol.pause_writing()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._loop.call_exception_handler(
+                {
+                    "message": "protocol.pause_writing() failed",
+                    "exception": exc,
+                    "transport": self,
+                    "protocol": self._protocol,
+                }
+            )
+
+    def _maybe_resume_protocol(self) -> None:
+        if self._protocol_paused and self._buffer_size <= self._low_water:
+            self._protocol_paused = False
+            try:
+                self._protocol.resume_writing()
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._loop.call_exception_handler(
+                    {
+                        "message": "protocol.resume_writing() failed",
+                        "exception": exc,
+                        "transport": self,
+                        "protocol": self._protocol,
+                    }
+                )
+
+    # -- closing ---------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._loop._remove_reader(self._fileno)
+        if not self._buffer:
+            self._conn_lost += 1
+            self._loop._remove_writer(self._fileno)
+            self._call_connection_lost_soon(None)
+
+    def abort(self) -> None:
+        self._force_close(None)
+
+    def _force_close(self, exc: BaseException | None) -> None:
+        if self._conn_lost:
+            return
+        if self._buffer:
+            self._buffer.clear()
+            self._buffer_size = 0
+            self._loop._remove_writer(self._fileno)
+        if not self._closing:
+            self._closing = True
+            self._loop._remove_reader(self._fileno)
+        self._conn_lost += 1
+        self._call_connection_lost_soon(exc)
+
+    def _fatal_error(self, exc: BaseException, message: str) -> None:
+        if isinstance(exc, OSError):
+            if self._loop.get_debug():
+                logger.debug("%r: %s", self, message, exc_info=True)
+        else:
+            self._loop.call_exception_handler(
+                {
+                    "message": message,
+                    "exception": exc,
+                    "transport": self,
+                    "protocol": self._protocol,
+                }
+            )
+        self._force_close(exc)
+
+    def _call_connection_lost_soon(self, exc: BaseException | None) -> None:
+        self._loop.call_soon(self._call_connection_lost, exc)
+
+    def _call_connection_lost(self, exc: BaseException | None) -> None:
+        sock, self._sock = self._sock, None
+        try:
+            self._protocol.connection_lost(exc)
+        finally:
+            if sock is not None:
+                self._loop._forget_fd(self._fileno)
+                sock.close()
+            self._protocol = None
+            server, self._server = self._server, None
+            if server is not None:
+                server._detach(self)
+
+    def __del__(self, _warn: Any = warnings.warn) -> None:
+        if self._sock is not None:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self, stacklevel=1)
+            self._sock.close()
+
+
+def _nodelay(sock: socket.socket) -> None:
+    if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:  # pragma: no cover - not a TCP socket after all
+            pass
+
+
+def _set_result_unless_cancelled(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.cancelled():
+        future.set_result(value)
