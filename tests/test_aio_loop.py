@@ -9,6 +9,8 @@ import contextvars
 import gc
 import io
 import logging
+import os
+import signal
 import socket
 import sys
 import threading
@@ -664,3 +666,56 @@ def test_sock_sendfile_without_fallback(loop):
                 await loop.sock_sendfile(a, io.BytesIO(b"x"), fallback=False)
 
     loop.run_until_complete(main())
+
+
+# -- signals ---------------------------------------------------------------------------
+
+
+def test_signal_handlers(loop):
+    seen = []
+    before = signal.getsignal(signal.SIGUSR1)
+
+    def on_usr1(tag):
+        seen.append(tag)
+        loop.stop()
+
+    loop.add_signal_handler(signal.SIGUSR1, on_usr1, "usr1")
+    loop.call_soon(os.kill, os.getpid(), signal.SIGUSR1)
+    loop.run_forever()
+    assert seen == ["usr1"]
+    assert loop.remove_signal_handler(signal.SIGUSR1) is True
+    assert loop.remove_signal_handler(signal.SIGUSR1) is False
+    assert signal.getsignal(signal.SIGUSR1) == before
+    with pytest.raises(TypeError, match="sig must be an int"):
+        loop.add_signal_handler("SIGUSR1", print)
+    with pytest.raises(ValueError, match="invalid signal number"):
+        loop.add_signal_handler(100_000, print)
+    with pytest.raises(RuntimeError, match="cannot be caught"):
+        loop.add_signal_handler(signal.SIGKILL, print)
+
+    async def coro_fn():
+        pass
+
+    with pytest.raises(TypeError, match="coroutines cannot be used"):
+        loop.add_signal_handler(signal.SIGUSR1, coro_fn)
+    errors = []
+
+    def in_thread():
+        try:
+            loop.add_signal_handler(signal.SIGUSR2, print)
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=in_thread)
+    thread.start()
+    thread.join()
+    assert "only in the main thread" in str(errors[0])
+
+
+def test_closing_the_loop_removes_its_signal_handlers():
+    before = signal.getsignal(signal.SIGUSR2)
+    loop = plait.aio.new_event_loop()
+    loop.add_signal_handler(signal.SIGUSR2, print)
+    assert signal.getsignal(signal.SIGUSR2) != before
+    loop.close()
+    assert signal.getsignal(signal.SIGUSR2) == before

@@ -37,6 +37,7 @@ import errno
 import io
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -121,6 +122,8 @@ class EventLoop(_AbstractEventLoop):  # type: ignore[misc]
         self._executor_shutdown_called = False
         self._asyncgens: weakref.WeakSet[Any] = weakref.WeakSet()
         self._asyncgens_shutdown_called = False
+        self._signal_handlers: dict[int, asyncio.Handle] = {}
+        self._signals_before: dict[int, Any] = {}  # the handlers ours replaced
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "running" if self.is_running() else "idle"
@@ -218,6 +221,9 @@ class EventLoop(_AbstractEventLoop):  # type: ignore[misc]
         if self._debug:
             logger.debug("Close %r", self)
         self._closed = True
+        if threading.current_thread() is threading.main_thread():
+            for sig in list(self._signal_handlers):
+                self.remove_signal_handler(sig)
         executor, self._default_executor = self._default_executor, None
         if executor is not None:
             executor.shutdown(wait=False)
@@ -635,6 +641,56 @@ class EventLoop(_AbstractEventLoop):  # type: ignore[misc]
         )
         return names
 
+    # -- signals -----------------------------------------------------------------------
+
+    def add_signal_handler(self, sig: int, callback: Callable[..., object], *args: Any) -> None:
+        """Call ``callback(*args)`` in the loop whenever signal ``sig`` arrives (main
+        thread only; replaces this loop's earlier handler for ``sig``)."""
+        if asyncio.iscoroutine(callback) or asyncio.iscoroutinefunction(callback):
+            raise TypeError("coroutines cannot be used with add_signal_handler()")
+        _check_signal(sig)
+        self._check_closed()
+        handle = asyncio.Handle(callback, args, self, None)
+        door = self._plait._wakeup
+
+        def on_signal(signum: int, frame: Any) -> None:
+            # Between any two bytecodes of the main thread: only atomic work here.
+            door.queue.append(handle)
+            door.wake_from_signal()
+
+        try:
+            previous = signal.signal(sig, on_signal)
+        except ValueError as exc:  # not the main thread
+            raise RuntimeError(
+                f"add_signal_handler() works only in the main thread: {exc}"
+            ) from None
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                raise RuntimeError(f"sig {sig:d} cannot be caught") from None
+            raise
+        if sig not in self._signal_handlers:
+            self._signals_before[sig] = previous
+        self._signal_handlers[sig] = handle
+        signal.siginterrupt(sig, False)  # (interrupted system calls are restarted)
+
+    def remove_signal_handler(self, sig: int) -> bool:
+        """Remove this loop's handler for ``sig``; True if there was one."""
+        _check_signal(sig)
+        handle = self._signal_handlers.pop(sig, None)
+        if handle is None:
+            return False
+        handle.cancel()
+        previous = self._signals_before.pop(sig, None)
+        if previous is None:
+            previous = signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
+        try:
+            signal.signal(sig, previous)
+        except ValueError as exc:
+            raise RuntimeError(
+                f"remove_signal_handler() works only in the main thread: {exc}"
+            ) from None
+        return True
+
     # -- connections and servers (see _network.py) ------------------------------------
 
     async def create_connection(
@@ -845,6 +901,13 @@ class EventLoop(_AbstractEventLoop):  # type: ignore[misc]
         finally:
             if total > 0 and hasattr(file, "seek"):
                 file.seek(offset + total)
+
+
+def _check_signal(sig: Any) -> None:
+    if not isinstance(sig, int):
+        raise TypeError(f"sig must be an int, not {sig!r}")
+    if sig not in signal.valid_signals():
+        raise ValueError(f"invalid signal number {sig}")
 
 
 def _check_nonblocking(sock: Any) -> None:
