@@ -55,7 +55,8 @@ from .._core._traps import Abort, wait_task_rescheduled
 from .._threads import to_thread_run_sync
 from .._timeouts import sleep_forever
 from .._util import describe
-from . import _network
+from . import _network, _subprocess
+from ._transports import PipeTransport
 
 __all__ = ["EventLoop", "EventLoopPolicy", "install", "new_event_loop", "run"]
 
@@ -720,6 +721,42 @@ class EventLoop(_AbstractEventLoop):  # type: ignore[misc]
 
     async def start_tls(self, transport: Any, protocol: Any, sslcontext: Any, **kw: Any) -> Any:
         return await _network.start_tls(self, transport, protocol, sslcontext, **kw)
+
+    async def connect_read_pipe(
+        self, protocol_factory: Callable[[], Any], pipe: Any
+    ) -> tuple[Any, Any]:
+        """Read from ``pipe`` (a file object of a pipe, socket or character device)."""
+        return await self._connect_pipe(protocol_factory, pipe, readable=True)
+
+    async def connect_write_pipe(
+        self, protocol_factory: Callable[[], Any], pipe: Any
+    ) -> tuple[Any, Any]:
+        """Write to ``pipe`` (a file object of a pipe, socket or character device)."""
+        return await self._connect_pipe(protocol_factory, pipe, readable=False)
+
+    async def _connect_pipe(
+        self, protocol_factory: Callable[[], Any], pipe: Any, *, readable: bool
+    ) -> tuple[Any, Any]:
+        self._check_closed()
+        protocol = protocol_factory()
+        waiter = self.create_future()
+        transport = PipeTransport(self, pipe, protocol, readable=readable, waiter=waiter)
+        try:
+            await waiter
+        except BaseException:
+            transport.close()
+            raise
+        return transport, protocol
+
+    async def subprocess_exec(
+        self, protocol_factory: Callable[[], Any], program: Any, *args: Any, **kwargs: Any
+    ) -> tuple[Any, Any]:
+        return await _subprocess.subprocess_exec(self, protocol_factory, program, *args, **kwargs)
+
+    async def subprocess_shell(
+        self, protocol_factory: Callable[[], Any], cmd: Any, **kwargs: Any
+    ) -> tuple[Any, Any]:
+        return await _subprocess.subprocess_shell(self, protocol_factory, cmd, **kwargs)
 
     # -- non-blocking sockets ----------------------------------------------------------
 

@@ -23,11 +23,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import os
 import socket
+import stat
 import warnings
 from typing import Any
 
-__all__ = ["SocketTransport"]
+__all__ = ["PipeTransport", "SocketTransport"]
 
 logger = logging.getLogger("asyncio")
 
@@ -38,10 +40,12 @@ _HIGH_WATER = 64 * 1024
 class SocketTransport(asyncio.Transport):
     """A stream transport on a connected non-blocking socket."""
 
+    _sock: Any = None  # (until __init__ sets it: __del__ of a failed __init__ reads it)
+
     def __init__(
         self,
         loop: Any,
-        sock: socket.socket,
+        sock: Any,
         protocol: asyncio.BaseProtocol,
         *,
         waiter: asyncio.Future[None] | None = None,
@@ -51,15 +55,9 @@ class SocketTransport(asyncio.Transport):
         super().__init__(extra)
         self._extra: dict[str, Any] = dict(extra or {})
         self._loop = loop
-        self._sock: socket.socket | None = sock
+        self._sock = sock  # a socket, or a _PipeEnd: recv, recv_into, send, close
         self._fileno = sock.fileno()
-        self._extra["socket"] = sock
-        for key, get in (("sockname", sock.getsockname), ("peername", sock.getpeername)):
-            if key not in self._extra:
-                try:
-                    self._extra[key] = get()
-                except OSError:
-                    self._extra[key] = None
+        self._describe(sock)
         self._protocol: Any = None
         self._buffered = False
         self.set_protocol(protocol)
@@ -75,16 +73,26 @@ class SocketTransport(asyncio.Transport):
         self._low_water = _HIGH_WATER // 4
         if server is not None:
             server._attach(self)
-        _nodelay(sock)
         loop.call_soon(protocol.connection_made, self)
         loop.call_soon(self._start_reading)
         if waiter is not None:
             loop.call_soon(_set_result_unless_cancelled, waiter, None)
 
+    def _describe(self, sock: socket.socket) -> None:
+        self._extra["socket"] = sock
+        for key, get in (("sockname", sock.getsockname), ("peername", sock.getpeername)):
+            if key not in self._extra:
+                try:
+                    self._extra[key] = get()
+                except OSError:
+                    self._extra[key] = None
+        _nodelay(sock)
+
     def __repr__(self) -> str:
         state = "closed" if self._sock is None else "closing" if self._closing else "open"
         return (
-            f"<plait.aio.SocketTransport fd={self._fileno} {state} buffered={self._buffer_size}>"
+            f"<plait.aio.{type(self).__name__} fd={self._fileno} {state} "
+            f"buffered={self._buffer_size}>"
         )
 
     # -- protocol --------------------------------------------------------------------
@@ -371,3 +379,81 @@ def _nodelay(sock: socket.socket) -> None:
 def _set_result_unless_cancelled(future: asyncio.Future[Any], value: Any) -> None:
     if not future.cancelled():
         future.set_result(value)
+
+
+class _PipeEnd:
+    """A pipe (or character device) fd with the socket methods the transport uses."""
+
+    __slots__ = ("_fd", "_file")
+
+    def __init__(self, file: Any) -> None:
+        self._file = file
+        self._fd: int = file.fileno()
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def recv(self, n: int) -> bytes:
+        return os.read(self._fd, n)
+
+    def recv_into(self, buf: Any) -> int:
+        n: int = os.readv(self._fd, [buf])
+        return n
+
+    def send(self, data: Any) -> int:
+        return os.write(self._fd, data)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class PipeTransport(SocketTransport):
+    """A read or write transport on a pipe, a socket or a character device (for
+    ``connect_read_pipe``/``connect_write_pipe`` and subprocess pipes). A write pipe
+    is watched for readability as well: that is how the reader's hang-up shows."""
+
+    def __init__(
+        self,
+        loop: Any,
+        pipe: Any,
+        protocol: asyncio.BaseProtocol,
+        *,
+        readable: bool,
+        waiter: asyncio.Future[None] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        mode = os.fstat(pipe.fileno()).st_mode
+        if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)):
+            raise ValueError(f"Pipe transport is for pipes/sockets only (got {pipe!r})")
+        os.set_blocking(pipe.fileno(), False)
+        self._readable = readable
+        self._watch_hangup = not readable and not stat.S_ISSOCK(mode)
+        super().__init__(loop, _PipeEnd(pipe), protocol, waiter=waiter, extra=extra)
+        self._extra["pipe"] = pipe
+
+    def _describe(self, sock: Any) -> None:
+        pass
+
+    def _start_reading(self) -> None:
+        if self._readable:
+            super()._start_reading()
+        elif self._watch_hangup and not self._closing and self._sock is not None:
+            self._loop._add_reader(self._fileno, self._hangup)
+
+    def _hangup(self) -> None:
+        # the reading end went away (epoll reports an error on our end)
+        self._force_close(BrokenPipeError() if self._buffer else None)
+
+    def _read_eof(self) -> None:
+        # a pipe's end of file ends the transport (eof_received() cannot keep it open)
+        self._loop._remove_reader(self._fileno)
+        self._closing = True
+        self._loop.call_soon(self._protocol.eof_received)
+        self._conn_lost += 1
+        self._call_connection_lost_soon(None)
+
+    def is_reading(self) -> bool:
+        return self._readable and super().is_reading()
+
+    def write_eof(self) -> None:
+        self.close()  # a pipe has no half-close: the reader sees end of file
