@@ -365,3 +365,83 @@ def test_a_failing_protocol_factory_is_reported_and_the_server_goes_on():
 
     run(main())
     assert any(isinstance(ctx.get("exception"), RuntimeError) for ctx in errors), errors
+
+
+class Datagrams(asyncio.DatagramProtocol):
+    def __init__(self):
+        self.received = asyncio.Queue()
+        self.errors = []
+        self.lost = asyncio.get_running_loop().create_future()
+
+    def datagram_received(self, data, addr):
+        self.received.put_nowait((data, addr))
+
+    def error_received(self, exc):
+        self.errors.append(exc)
+
+    def connection_lost(self, exc):
+        self.lost.set_result(exc)
+
+
+def test_udp_endpoints():
+    async def main():
+        loop = asyncio.get_running_loop()
+        server, server_proto = await loop.create_datagram_endpoint(
+            Datagrams, local_addr=("127.0.0.1", 0)
+        )
+        address = server.get_extra_info("sockname")
+        client, client_proto = await loop.create_datagram_endpoint(Datagrams, remote_addr=address)
+        client.sendto(b"ping")
+        data, source = await server_proto.received.get()
+        server.sendto(data.upper(), source)
+        reply, _ = await client_proto.received.get()
+        with pytest.raises(ValueError, match="Invalid address"):
+            client.sendto(b"elsewhere", ("127.0.0.1", 9))
+        client.close()
+        server.close()
+        return reply, await client_proto.lost, await server_proto.lost
+
+    assert run(main()) == (b"PING", None, None)
+
+
+def test_unix_datagram_endpoints(tmp_path):
+    path = str(tmp_path / "dgram.sock")
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        server, server_proto = await loop.create_datagram_endpoint(
+            Datagrams, local_addr=path, family=socket.AF_UNIX
+        )
+        client, _ = await loop.create_datagram_endpoint(
+            Datagrams, remote_addr=path, family=socket.AF_UNIX
+        )
+        client.sendto(b"over unix")
+        data, _ = await server_proto.received.get()
+        client.close()
+        server.close()
+        return data
+
+    assert run(main()) == b"over unix"
+
+
+def test_datagram_endpoint_bad_arguments():
+    async def main():
+        loop = asyncio.get_running_loop()
+        with pytest.raises(ValueError, match="no longer supported"):
+            await loop.create_datagram_endpoint(
+                Datagrams, local_addr=("127.0.0.1", 0), reuse_address=True
+            )
+        with pytest.raises(ValueError, match="unexpected address family"):
+            await loop.create_datagram_endpoint(Datagrams)
+        with pytest.raises(TypeError, match="2-tuple is expected"):
+            await loop.create_datagram_endpoint(Datagrams, local_addr="127.0.0.1")
+        with socket.socket() as tcp:
+            with pytest.raises(ValueError, match="A datagram socket was expected"):
+                await loop.create_datagram_endpoint(Datagrams, sock=tcp)
+        with socket.socket(type=socket.SOCK_DGRAM) as udp:
+            with pytest.raises(ValueError, match="can not be used when sock is specified"):
+                await loop.create_datagram_endpoint(
+                    Datagrams, sock=udp, local_addr=("127.0.0.1", 0)
+                )
+
+    run(main())

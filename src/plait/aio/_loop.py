@@ -714,6 +714,17 @@ class EventLoop(_AbstractEventLoop):  # type: ignore[misc]
     ) -> _network.Server:
         return await _network.create_unix_server(self, protocol_factory, path, **kw)
 
+    async def create_datagram_endpoint(
+        self,
+        protocol_factory: Callable[[], Any],
+        local_addr: Any = None,
+        remote_addr: Any = None,
+        **kw: Any,
+    ) -> tuple[Any, Any]:
+        return await _network.create_datagram_endpoint(
+            self, protocol_factory, local_addr, remote_addr, **kw
+        )
+
     async def connect_accepted_socket(
         self, protocol_factory: Callable[[], Any], sock: socket.socket, **kw: Any
     ) -> tuple[Any, Any]:

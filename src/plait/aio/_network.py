@@ -28,12 +28,13 @@ import weakref
 from asyncio import sslproto
 from typing import Any
 
-from ._transports import SocketTransport
+from ._transports import DatagramTransport, SocketTransport
 
 __all__ = [
     "Server",
     "connect_accepted_socket",
     "create_connection",
+    "create_datagram_endpoint",
     "create_server",
     "create_unix_connection",
     "create_unix_server",
@@ -698,3 +699,131 @@ async def start_tls(
         raise
     app_transport: asyncio.BaseTransport = ssl_protocol._app_transport
     return app_transport
+
+
+async def create_datagram_endpoint(
+    loop: Any,
+    protocol_factory: collections.abc.Callable[[], asyncio.DatagramProtocol],
+    local_addr: Any = None,
+    remote_addr: Any = None,
+    *,
+    family: int = 0,
+    proto: int = 0,
+    flags: int = 0,
+    reuse_address: Any = None,
+    reuse_port: bool | None = None,
+    allow_broadcast: bool | None = None,
+    sock: socket.socket | None = None,
+) -> tuple[asyncio.DatagramTransport, asyncio.DatagramProtocol]:
+    if reuse_address is not None:
+        raise ValueError(
+            "Passing `reuse_address=True` is no longer supported, as the usage of "
+            "SO_REUSEPORT in UDP poses a significant security concern."
+        )
+    if sock is not None:
+        if sock.type != socket.SOCK_DGRAM:
+            raise ValueError(f"A datagram socket was expected, got {sock!r}")
+        given = {
+            "local_addr": local_addr,
+            "remote_addr": remote_addr,
+            "family": family,
+            "proto": proto,
+            "flags": flags,
+            "reuse_port": reuse_port,
+            "allow_broadcast": allow_broadcast,
+        }
+        if any(given.values()):
+            problems = ", ".join(f"{k}={v}" for k, v in given.items() if v)
+            raise ValueError(
+                f"socket modifier keyword arguments can not be used when sock is specified. "
+                f"({problems})"
+            )
+        sock.setblocking(False)
+        remote = None
+        try:
+            remote = sock.getpeername()
+        except OSError:
+            pass
+    else:
+        attempts: list[tuple[tuple[int, int], tuple[Any, Any]]]
+        if family == socket.AF_UNIX:
+            for address in (local_addr, remote_addr):
+                if address is not None and not isinstance(address, str | bytes):
+                    raise TypeError("string is expected")
+            attempts = [((family, proto), (local_addr, remote_addr))]
+        elif local_addr is None and remote_addr is None:
+            if family == 0:
+                raise ValueError("unexpected address family")
+            attempts = [((family, proto), (None, None))]
+        else:
+            found: dict[tuple[int, int], list[Any]] = {}
+            for index, address in ((0, local_addr), (1, remote_addr)):
+                if address is None:
+                    continue
+                if not (isinstance(address, tuple) and len(address) == 2):
+                    raise TypeError("2-tuple is expected")
+                resolved = await loop.getaddrinfo(
+                    *address, family=family, type=socket.SOCK_DGRAM, proto=proto, flags=flags
+                )
+                if not resolved:
+                    raise OSError("getaddrinfo() returned empty list")
+                for fam, _, pro, _, addr in resolved:
+                    pair = found.setdefault((fam, pro), [None, None])
+                    if pair[index] is None:
+                        pair[index] = addr
+            attempts = [
+                (key, (pair[0], pair[1]))
+                for key, pair in found.items()
+                if not (local_addr is not None and pair[0] is None)
+                and not (remote_addr is not None and pair[1] is None)
+            ]
+            if not attempts:
+                raise ValueError("can not get address information")
+        exceptions: list[OSError] = []
+        sock = None
+        remote = None
+        for (fam, pro), (local, remote) in attempts:
+            try:
+                sock = socket.socket(family=fam, type=socket.SOCK_DGRAM, proto=pro)
+                if reuse_port:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                if allow_broadcast:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+                sock.setblocking(False)
+                if local is not None:
+                    if (
+                        fam == socket.AF_UNIX
+                        and isinstance(local, str)
+                        and local[:1] not in ("", "\0")
+                    ):
+                        try:
+                            if stat.S_ISSOCK(os.stat(local).st_mode):
+                                os.remove(local)
+                        except FileNotFoundError:
+                            pass
+                    sock.bind(local)
+                if remote is not None and not allow_broadcast:
+                    await loop.sock_connect(sock, remote)
+            except OSError as exc:
+                if sock is not None:
+                    sock.close()
+                    sock = None
+                exceptions.append(exc)
+                continue
+            except BaseException:
+                if sock is not None:
+                    sock.close()
+                raise
+            break
+        else:
+            raise exceptions[0]
+    assert sock is not None
+    protocol = protocol_factory()
+    waiter = loop.create_future()
+    transport = DatagramTransport(loop, sock, protocol, remote, waiter=waiter)
+    try:
+        await waiter
+    except BaseException:
+        transport.close()
+        raise
+    return transport, protocol

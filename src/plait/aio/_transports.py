@@ -29,7 +29,7 @@ import stat
 import warnings
 from typing import Any
 
-__all__ = ["PipeTransport", "SocketTransport"]
+__all__ = ["DatagramTransport", "PipeTransport", "SocketTransport"]
 
 logger = logging.getLogger("asyncio")
 
@@ -457,3 +457,188 @@ class PipeTransport(SocketTransport):
 
     def write_eof(self) -> None:
         self.close()  # a pipe has no half-close: the reader sees end of file
+
+
+class DatagramTransport(asyncio.DatagramTransport):
+    """A datagram transport on a non-blocking UDP (or Unix datagram) socket."""
+
+    _sock: Any = None
+
+    def __init__(
+        self,
+        loop: Any,
+        sock: socket.socket,
+        protocol: asyncio.DatagramProtocol,
+        address: Any = None,
+        *,
+        waiter: asyncio.Future[None] | None = None,
+    ) -> None:
+        super().__init__()
+        self._extra: dict[str, Any] = {"socket": sock}
+        for key, get in (("sockname", sock.getsockname), ("peername", sock.getpeername)):
+            try:
+                self._extra[key] = get()
+            except OSError:
+                self._extra[key] = None
+        self._loop = loop
+        self._sock = sock
+        self._fileno = sock.fileno()
+        self._protocol: Any = protocol
+        self._address = address  # the connected peer (sendto's only address), or None
+        self._buffer: collections.deque[tuple[bytes, Any]] = collections.deque()
+        self._buffer_size = 0
+        self._closing = False
+        self._conn_lost = 0
+        self._protocol_paused = False
+        self._high_water = _HIGH_WATER
+        self._low_water = _HIGH_WATER // 4
+        loop.call_soon(protocol.connection_made, self)
+        loop.call_soon(self._start_reading)
+        if waiter is not None:
+            loop.call_soon(_set_result_unless_cancelled, waiter, None)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._sock is None else "closing" if self._closing else "open"
+        return f"<plait.aio.DatagramTransport fd={self._fileno} {state}>"
+
+    def _start_reading(self) -> None:
+        if not self._closing and self._sock is not None:
+            self._loop._add_reader(self._fileno, self._read_ready)
+
+    def _read_ready(self) -> None:
+        if self._sock is None:
+            return
+        try:
+            data, address = self._sock.recvfrom(_MAX_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._protocol.error_received(exc)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal read error on datagram transport")
+        else:
+            self._protocol.datagram_received(data, address)
+
+    def sendto(self, data: Any, addr: Any = None) -> None:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError(
+                f"data argument must be a bytes-like object, not {type(data).__name__!r}"
+            )
+        if self._address is not None and addr not in (None, self._address):
+            raise ValueError(f"Invalid address: must be None or {self._address}")
+        if self._sock is None or self._conn_lost:
+            self._conn_lost += 1
+            if self._conn_lost >= 5:
+                logger.warning("socket.send() raised exception.")
+            return
+        if not self._buffer:
+            try:
+                if self._extra["peername"] is not None:
+                    self._sock.send(data)
+                else:
+                    self._sock.sendto(data, addr)
+                return
+            except (BlockingIOError, InterruptedError):
+                self._loop._add_writer(self._fileno, self._write_ready)
+            except OSError as exc:
+                self._protocol.error_received(exc)
+                return
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc, "Fatal write error on datagram transport")
+                return
+        self._buffer.append((bytes(data), addr))
+        self._buffer_size += len(data)
+        if self._buffer_size > self._high_water and not self._protocol_paused:
+            self._protocol_paused = True
+            self._protocol.pause_writing()
+
+    def _write_ready(self) -> None:
+        while self._buffer and self._sock is not None:
+            data, addr = self._buffer[0]
+            try:
+                if self._extra["peername"] is not None:
+                    self._sock.send(data)
+                else:
+                    self._sock.sendto(data, addr)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._protocol.error_received(exc)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc, "Fatal write error on datagram transport")
+                return
+            self._buffer.popleft()
+            self._buffer_size -= len(data)
+        if self._protocol_paused and self._buffer_size <= self._low_water:
+            self._protocol_paused = False
+            self._protocol.resume_writing()
+        if not self._buffer:
+            self._loop._remove_writer(self._fileno)
+            if self._closing:
+                self._call_connection_lost_soon(None)
+
+    def get_write_buffer_size(self) -> int:
+        return self._buffer_size
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def get_protocol(self) -> Any:
+        return self._protocol
+
+    def set_protocol(self, protocol: Any) -> None:
+        self._protocol = protocol
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._loop._remove_reader(self._fileno)
+        if not self._buffer:
+            self._conn_lost += 1
+            self._call_connection_lost_soon(None)
+
+    def abort(self) -> None:
+        self._force_close(None)
+
+    def _force_close(self, exc: BaseException | None) -> None:
+        if self._conn_lost:
+            return
+        self._buffer.clear()
+        self._buffer_size = 0
+        self._loop._remove_writer(self._fileno)
+        if not self._closing:
+            self._closing = True
+            self._loop._remove_reader(self._fileno)
+        self._conn_lost += 1
+        self._call_connection_lost_soon(exc)
+
+    def _fatal_error(self, exc: BaseException, message: str) -> None:
+        self._loop.call_exception_handler(
+            {"message": message, "exception": exc, "transport": self, "protocol": self._protocol}
+        )
+        self._force_close(exc)
+
+    def _call_connection_lost_soon(self, exc: BaseException | None) -> None:
+        self._loop.call_soon(self._call_connection_lost, exc)
+
+    def _call_connection_lost(self, exc: BaseException | None) -> None:
+        sock, self._sock = self._sock, None
+        try:
+            self._protocol.connection_lost(exc)
+        finally:
+            if sock is not None:
+                self._loop._forget_fd(self._fileno)
+                sock.close()
+            self._protocol = None
+
+    def __del__(self, _warn: Any = warnings.warn) -> None:
+        if self._sock is not None:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self, stacklevel=1)
+            self._sock.close()
