@@ -445,3 +445,48 @@ def test_datagram_endpoint_bad_arguments():
                 )
 
     run(main())
+
+
+@pytest.mark.parametrize("use_tls", [False, True], ids=["native", "tls-fallback"])
+def test_loop_sendfile(tls, tmp_path, use_tls):
+    server_ctx, client_ctx = tls if use_tls else (None, None)
+    path = tmp_path / "payload.bin"
+    content = bytes(range(256)) * 8192  # 2 MiB
+    path.write_bytes(content)
+    received = []
+
+    async def collect(reader, writer):
+        received.append(await reader.read())
+        writer.close()
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        server = await asyncio.start_server(collect, "127.0.0.1", 0, ssl=server_ctx)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            transport, _ = await loop.create_connection(
+                asyncio.Protocol,
+                "127.0.0.1",
+                port,
+                ssl=client_ctx,
+                server_hostname="localhost" if use_tls else None,
+            )
+            transport.write(b"header:")
+            with open(path, "rb") as file:
+                if use_tls:
+                    with pytest.raises(asyncio.SendfileNotAvailableError):
+                        await loop.sendfile(transport, file, fallback=False)
+                sent = await loop.sendfile(transport, file, 100, 1_000_000)
+                position = file.tell()
+            transport.write(b":trailer")
+            if transport.can_write_eof():
+                transport.write_eof()
+            else:
+                transport.close()
+            while not received:
+                await asyncio.sleep(0.001)
+            transport.close()
+        return sent, position
+
+    assert run(main()) == (1_000_000, 1_000_100)
+    assert received[0] == b"header:" + content[100:1_000_100] + b":trailer"

@@ -769,6 +769,19 @@ class EventLoop(_AbstractEventLoop):  # type: ignore[misc]
     ) -> tuple[Any, Any]:
         return await _subprocess.subprocess_shell(self, protocol_factory, cmd, **kwargs)
 
+    async def sendfile(
+        self,
+        transport: Any,
+        file: Any,
+        offset: int = 0,
+        count: int | None = None,
+        *,
+        fallback: bool = True,
+    ) -> int:
+        """Send ``file`` on ``transport``: with ``os.sendfile`` on a plain socket
+        transport, else (if ``fallback``) by reading and writing with flow control."""
+        return await _network.sendfile(self, transport, file, offset, count, fallback=fallback)
+
     # -- non-blocking sockets ----------------------------------------------------------
 
     async def _sock_io(

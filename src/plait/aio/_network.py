@@ -39,6 +39,7 @@ __all__ = [
     "create_unix_connection",
     "create_unix_server",
     "make_transport",
+    "sendfile",
     "start_tls",
 ]
 
@@ -827,3 +828,122 @@ async def create_datagram_endpoint(
         transport.close()
         raise
     return transport, protocol
+
+
+class _Drain(asyncio.Protocol):
+    """Stands in for a transport's protocol during ``sendfile``: forwards everything,
+    and tells when the transport's write buffer has drained."""
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self._protocol = transport.get_protocol()
+        self._paused = False
+        self._drained: asyncio.Future[None] | None = None
+        self._lost = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._protocol, name)
+
+    def data_received(self, data: bytes) -> None:
+        self._protocol.data_received(data)
+
+    def eof_received(self) -> Any:
+        return self._protocol.eof_received()
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._lost = True
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_exception(ConnectionError("Connection closed by peer"))
+        self._protocol.connection_lost(exc)
+
+    async def drain(self) -> None:
+        if self._lost:
+            raise ConnectionError("Connection closed by peer")
+        if self._paused:
+            self._drained = self._transport._loop.create_future()
+            await self._drained
+
+    async def flush(self) -> None:
+        """Wait until the transport's write buffer is empty."""
+        low, high = self._transport.get_write_buffer_limits()
+        self._transport.set_write_buffer_limits(high=0)  # pause at once, resume at 0
+        try:
+            if self._transport.get_write_buffer_size():
+                self._paused = True
+                await self.drain()
+        finally:
+            self._transport.set_write_buffer_limits(high=high, low=low)
+
+    def restore(self) -> None:
+        if not self._lost:
+            self._transport.set_protocol(self._protocol)
+            if self._paused:
+                self._protocol.pause_writing()
+
+
+async def sendfile(
+    loop: Any,
+    transport: Any,
+    file: Any,
+    offset: int = 0,
+    count: int | None = None,
+    *,
+    fallback: bool = True,
+) -> int:
+    if transport.is_closing():
+        raise RuntimeError("Transport is closing")
+    if "b" not in getattr(file, "mode", "b"):
+        raise ValueError("file should be opened in binary mode")
+    if count is not None and (not isinstance(count, int) or count <= 0):
+        raise ValueError(f"count must be a positive integer (got {count!r})")
+    if not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"offset must be a non-negative integer (got {offset!r})")
+    native = type(transport) is SocketTransport
+    if not native and not fallback:
+        raise asyncio.SendfileNotAvailableError(
+            f"sendfile is not available for transport {transport!r}"
+        )
+    drain = _Drain(transport)
+    transport.set_protocol(drain)
+    try:
+        if native:
+            await drain.flush()
+            transport.pause_reading()
+            try:
+                return int(
+                    await loop.sock_sendfile(
+                        transport._sock, file, offset, count, fallback=fallback
+                    )
+                )
+            except asyncio.SendfileNotAvailableError:
+                if not fallback:
+                    raise
+            finally:
+                transport.resume_reading()
+        if offset:
+            file.seek(offset)
+        total = 0
+        try:
+            while count is None or total < count:
+                size = 1 << 16 if count is None else min(count - total, 1 << 16)
+                block = await loop.run_in_executor(None, file.read, size)
+                if not block:
+                    break
+                await drain.drain()
+                transport.write(block)
+                total += len(block)
+            await drain.drain()
+            return total
+        finally:
+            if total:
+                file.seek(offset + total)
+    finally:
+        drain.restore()
