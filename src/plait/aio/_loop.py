@@ -34,6 +34,7 @@ import collections.abc
 import concurrent.futures
 import contextvars
 import errno
+import functools
 import io
 import logging
 import os
@@ -909,14 +910,9 @@ class EventLoop(_AbstractEventLoop):  # type: ignore[misc]
         with ``os.sendfile``, or by reading and sending if that is not possible and
         ``fallback`` allows; returns the bytes sent."""
         _check_nonblocking(sock)
-        if "b" not in getattr(file, "mode", "b"):
-            raise ValueError("file should be opened in binary mode")
         if sock.type != socket.SOCK_STREAM:
             raise ValueError("only SOCK_STREAM type sockets are supported")
-        if count is not None and (not isinstance(count, int) or count <= 0):
-            raise ValueError(f"count must be a positive integer (got {count!r})")
-        if not isinstance(offset, int) or offset < 0:
-            raise ValueError(f"offset must be a non-negative integer (got {offset!r})")
+        _network.check_sendfile(file, offset, count)
         try:
             fileno = file.fileno()
         except (AttributeError, io.UnsupportedOperation):
@@ -926,7 +922,9 @@ class EventLoop(_AbstractEventLoop):  # type: ignore[misc]
                 raise asyncio.SendfileNotAvailableError(
                     "os.sendfile() cannot send this file (it has no file descriptor)"
                 )
-            return await self._sock_sendfile_fallback(sock, file, offset, count)
+            return await _network.copy_file(
+                self, file, offset, count, functools.partial(self.sock_sendall, sock)
+            )
         total = [0]
 
         def attempt() -> int:
@@ -943,25 +941,6 @@ class EventLoop(_AbstractEventLoop):  # type: ignore[misc]
         finally:
             if total[0] > 0:
                 file.seek(offset + total[0])
-
-    async def _sock_sendfile_fallback(
-        self, sock: socket.socket, file: Any, offset: int, count: int | None
-    ) -> int:
-        if offset:
-            file.seek(offset)
-        total = 0
-        try:
-            while count is None or total < count:
-                size = 1 << 16 if count is None else min(count - total, 1 << 16)
-                block = await self.run_in_executor(None, file.read, size)
-                if not block:
-                    break
-                await self.sock_sendall(sock, block)
-                total += len(block)
-            return total
-        finally:
-            if total > 0 and hasattr(file, "seek"):
-                file.seek(offset + total)
 
 
 def _check_signal(sig: Any) -> None:

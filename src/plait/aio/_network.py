@@ -32,7 +32,9 @@ from ._transports import DatagramTransport, SocketTransport
 
 __all__ = [
     "Server",
+    "check_sendfile",
     "connect_accepted_socket",
+    "copy_file",
     "create_connection",
     "create_datagram_endpoint",
     "create_server",
@@ -900,12 +902,7 @@ async def sendfile(
 ) -> int:
     if transport.is_closing():
         raise RuntimeError("Transport is closing")
-    if "b" not in getattr(file, "mode", "b"):
-        raise ValueError("file should be opened in binary mode")
-    if count is not None and (not isinstance(count, int) or count <= 0):
-        raise ValueError(f"count must be a positive integer (got {count!r})")
-    if not isinstance(offset, int) or offset < 0:
-        raise ValueError(f"offset must be a non-negative integer (got {offset!r})")
+    check_sendfile(file, offset, count)
     native = type(transport) is SocketTransport
     if not native and not fallback:
         raise asyncio.SendfileNotAvailableError(
@@ -928,22 +925,49 @@ async def sendfile(
                     raise
             finally:
                 transport.resume_reading()
-        if offset:
-            file.seek(offset)
-        total = 0
-        try:
-            while count is None or total < count:
-                size = 1 << 16 if count is None else min(count - total, 1 << 16)
-                block = await loop.run_in_executor(None, file.read, size)
-                if not block:
-                    break
-                await drain.drain()
-                transport.write(block)
-                total += len(block)
+
+        async def send(block: bytes) -> None:
             await drain.drain()
-            return total
-        finally:
-            if total:
-                file.seek(offset + total)
+            transport.write(block)
+
+        total = await copy_file(loop, file, offset, count, send)
+        await drain.drain()
+        return total
     finally:
         drain.restore()
+
+
+def check_sendfile(file: Any, offset: Any, count: Any) -> None:
+    if "b" not in getattr(file, "mode", "b"):
+        raise ValueError("file should be opened in binary mode")
+    if count is not None and (not isinstance(count, int) or count <= 0):
+        raise ValueError(f"count must be a positive integer (got {count!r})")
+    if not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"offset must be a non-negative integer (got {offset!r})")
+
+
+async def copy_file(
+    loop: Any,
+    file: Any,
+    offset: int,
+    count: int | None,
+    send: collections.abc.Callable[[bytes], collections.abc.Awaitable[None]],
+) -> int:
+    """Read ``count`` bytes (all, if None) of ``file`` from ``offset``, in a thread, a
+    block at a time, and ``await send(block)`` each; leave the file positioned after
+    what was sent. The bytes sent."""
+    if offset:
+        file.seek(offset)
+    total = 0
+    try:
+        while count is None or total < count:
+            size = 1 << 16 if count is None else min(count - total, 1 << 16)
+            block = await loop.run_in_executor(None, file.read, size)
+            if not block:
+                break
+            await send(block)
+            total += len(block)
+        return total
+    finally:
+        if total:
+            file.seek(offset + total)

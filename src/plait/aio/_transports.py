@@ -37,10 +37,124 @@ _MAX_SIZE = 256 * 1024  # bytes read per readiness callback
 _HIGH_WATER = 64 * 1024
 
 
-class SocketTransport(asyncio.Transport):
-    """A stream transport on a connected non-blocking socket."""
+class _Ending:
+    """What the stream and datagram transports share: flow control towards the
+    protocol, and how they end: ``close()`` once the queue is sent, ``abort()`` at
+    once; ``connection_lost`` called once, in a later callback, then the socket
+    closed."""
 
+    _loop: Any
     _sock: Any = None  # (until __init__ sets it: __del__ of a failed __init__ reads it)
+    _fileno: int
+    _protocol: Any
+    _buffer: collections.deque[Any]
+    _buffer_size: int
+    _closing: bool
+    _conn_lost: int
+    _protocol_paused: bool
+    _high_water: int
+    _low_water: int
+    _server: Any = None
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def get_write_buffer_size(self) -> int:
+        return self._buffer_size
+
+    def get_protocol(self) -> Any:
+        return self._protocol
+
+    def _maybe_pause_protocol(self) -> None:
+        if self._buffer_size > self._high_water and not self._protocol_paused:
+            self._protocol_paused = True
+            self._tell_protocol("pause_writing")
+
+    def _maybe_resume_protocol(self) -> None:
+        if self._protocol_paused and self._buffer_size <= self._low_water:
+            self._protocol_paused = False
+            self._tell_protocol("resume_writing")
+
+    def _tell_protocol(self, method: str) -> None:
+        try:
+            getattr(self._protocol, method)()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._loop.call_exception_handler(
+                {
+                    "message": f"protocol.{method}() failed",
+                    "exception": exc,
+                    "transport": self,
+                    "protocol": self._protocol,
+                }
+            )
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._loop._remove_reader(self._fileno)
+        if not self._buffer:
+            self._conn_lost += 1
+            self._loop._remove_writer(self._fileno)
+            self._call_connection_lost_soon(None)
+
+    def abort(self) -> None:
+        self._force_close(None)
+
+    def _force_close(self, exc: BaseException | None) -> None:
+        if self._conn_lost:
+            return
+        if self._buffer:
+            self._buffer.clear()
+            self._buffer_size = 0
+            self._loop._remove_writer(self._fileno)
+        if not self._closing:
+            self._closing = True
+            self._loop._remove_reader(self._fileno)
+        self._conn_lost += 1
+        self._call_connection_lost_soon(exc)
+
+    def _fatal_error(self, exc: BaseException, message: str) -> None:
+        if isinstance(exc, OSError):
+            if self._loop.get_debug():
+                logger.debug("%r: %s", self, message, exc_info=True)
+        else:
+            self._loop.call_exception_handler(
+                {
+                    "message": message,
+                    "exception": exc,
+                    "transport": self,
+                    "protocol": self._protocol,
+                }
+            )
+        self._force_close(exc)
+
+    def _call_connection_lost_soon(self, exc: BaseException | None) -> None:
+        self._loop.call_soon(self._call_connection_lost, exc)
+
+    def _call_connection_lost(self, exc: BaseException | None) -> None:
+        sock, self._sock = self._sock, None
+        try:
+            self._protocol.connection_lost(exc)
+        finally:
+            if sock is not None:
+                self._loop._forget_fd(self._fileno)
+                sock.close()
+            self._protocol = None
+            server, self._server = self._server, None
+            if server is not None:
+                server._detach(self)
+
+    def __del__(self, _warn: Any = warnings.warn) -> None:
+        if self._sock is not None:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self, stacklevel=1)
+            self._sock.close()
+
+
+class SocketTransport(_Ending, asyncio.Transport):
+    """A stream transport on a connected non-blocking socket."""
 
     def __init__(
         self,
@@ -100,13 +214,6 @@ class SocketTransport(asyncio.Transport):
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         self._protocol = protocol
         self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
-
-    def get_protocol(self) -> asyncio.BaseProtocol:
-        protocol: asyncio.BaseProtocol = self._protocol
-        return protocol
-
-    def is_closing(self) -> bool:
-        return self._closing
 
     # -- reading ---------------------------------------------------------------------
 
@@ -252,9 +359,6 @@ class SocketTransport(asyncio.Transport):
         if not self._buffer and self._sock is not None:
             self._sock.shutdown(socket.SHUT_WR)
 
-    def get_write_buffer_size(self) -> int:
-        return self._buffer_size
-
     def get_write_buffer_limits(self) -> tuple[int, int]:
         return (self._low_water, self._high_water)
 
@@ -267,105 +371,6 @@ class SocketTransport(asyncio.Transport):
             raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
         self._high_water, self._low_water = high, low
         self._maybe_pause_protocol()
-
-    def _maybe_pause_protocol(self) -> None:
-        if self._buffer_size <= self._high_water or self._protocol_paused:
-            return
-        self._protocol_paused = True
-        try:
-            self._protocol.pause_writing()
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._loop.call_exception_handler(
-                {
-                    "message": "protocol.pause_writing() failed",
-                    "exception": exc,
-                    "transport": self,
-                    "protocol": self._protocol,
-                }
-            )
-
-    def _maybe_resume_protocol(self) -> None:
-        if self._protocol_paused and self._buffer_size <= self._low_water:
-            self._protocol_paused = False
-            try:
-                self._protocol.resume_writing()
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._loop.call_exception_handler(
-                    {
-                        "message": "protocol.resume_writing() failed",
-                        "exception": exc,
-                        "transport": self,
-                        "protocol": self._protocol,
-                    }
-                )
-
-    # -- closing ---------------------------------------------------------------------
-
-    def close(self) -> None:
-        if self._closing:
-            return
-        self._closing = True
-        self._loop._remove_reader(self._fileno)
-        if not self._buffer:
-            self._conn_lost += 1
-            self._loop._remove_writer(self._fileno)
-            self._call_connection_lost_soon(None)
-
-    def abort(self) -> None:
-        self._force_close(None)
-
-    def _force_close(self, exc: BaseException | None) -> None:
-        if self._conn_lost:
-            return
-        if self._buffer:
-            self._buffer.clear()
-            self._buffer_size = 0
-            self._loop._remove_writer(self._fileno)
-        if not self._closing:
-            self._closing = True
-            self._loop._remove_reader(self._fileno)
-        self._conn_lost += 1
-        self._call_connection_lost_soon(exc)
-
-    def _fatal_error(self, exc: BaseException, message: str) -> None:
-        if isinstance(exc, OSError):
-            if self._loop.get_debug():
-                logger.debug("%r: %s", self, message, exc_info=True)
-        else:
-            self._loop.call_exception_handler(
-                {
-                    "message": message,
-                    "exception": exc,
-                    "transport": self,
-                    "protocol": self._protocol,
-                }
-            )
-        self._force_close(exc)
-
-    def _call_connection_lost_soon(self, exc: BaseException | None) -> None:
-        self._loop.call_soon(self._call_connection_lost, exc)
-
-    def _call_connection_lost(self, exc: BaseException | None) -> None:
-        sock, self._sock = self._sock, None
-        try:
-            self._protocol.connection_lost(exc)
-        finally:
-            if sock is not None:
-                self._loop._forget_fd(self._fileno)
-                sock.close()
-            self._protocol = None
-            server, self._server = self._server, None
-            if server is not None:
-                server._detach(self)
-
-    def __del__(self, _warn: Any = warnings.warn) -> None:
-        if self._sock is not None:
-            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self, stacklevel=1)
-            self._sock.close()
 
 
 def _nodelay(sock: socket.socket) -> None:
@@ -459,10 +464,8 @@ class PipeTransport(SocketTransport):
         self.close()  # a pipe has no half-close: the reader sees end of file
 
 
-class DatagramTransport(asyncio.DatagramTransport):
+class DatagramTransport(_Ending, asyncio.DatagramTransport):
     """A datagram transport on a non-blocking UDP (or Unix datagram) socket."""
-
-    _sock: Any = None
 
     def __init__(
         self,
@@ -552,9 +555,7 @@ class DatagramTransport(asyncio.DatagramTransport):
                 return
         self._buffer.append((bytes(data), addr))
         self._buffer_size += len(data)
-        if self._buffer_size > self._high_water and not self._protocol_paused:
-            self._protocol_paused = True
-            self._protocol.pause_writing()
+        self._maybe_pause_protocol()
 
     def _write_ready(self) -> None:
         while self._buffer and self._sock is not None:
@@ -575,70 +576,11 @@ class DatagramTransport(asyncio.DatagramTransport):
                 return
             self._buffer.popleft()
             self._buffer_size -= len(data)
-        if self._protocol_paused and self._buffer_size <= self._low_water:
-            self._protocol_paused = False
-            self._protocol.resume_writing()
+        self._maybe_resume_protocol()
         if not self._buffer:
             self._loop._remove_writer(self._fileno)
             if self._closing:
                 self._call_connection_lost_soon(None)
 
-    def get_write_buffer_size(self) -> int:
-        return self._buffer_size
-
-    def is_closing(self) -> bool:
-        return self._closing
-
-    def get_protocol(self) -> Any:
-        return self._protocol
-
     def set_protocol(self, protocol: Any) -> None:
         self._protocol = protocol
-
-    def close(self) -> None:
-        if self._closing:
-            return
-        self._closing = True
-        self._loop._remove_reader(self._fileno)
-        if not self._buffer:
-            self._conn_lost += 1
-            self._call_connection_lost_soon(None)
-
-    def abort(self) -> None:
-        self._force_close(None)
-
-    def _force_close(self, exc: BaseException | None) -> None:
-        if self._conn_lost:
-            return
-        self._buffer.clear()
-        self._buffer_size = 0
-        self._loop._remove_writer(self._fileno)
-        if not self._closing:
-            self._closing = True
-            self._loop._remove_reader(self._fileno)
-        self._conn_lost += 1
-        self._call_connection_lost_soon(exc)
-
-    def _fatal_error(self, exc: BaseException, message: str) -> None:
-        self._loop.call_exception_handler(
-            {"message": message, "exception": exc, "transport": self, "protocol": self._protocol}
-        )
-        self._force_close(exc)
-
-    def _call_connection_lost_soon(self, exc: BaseException | None) -> None:
-        self._loop.call_soon(self._call_connection_lost, exc)
-
-    def _call_connection_lost(self, exc: BaseException | None) -> None:
-        sock, self._sock = self._sock, None
-        try:
-            self._protocol.connection_lost(exc)
-        finally:
-            if sock is not None:
-                self._loop._forget_fd(self._fileno)
-                sock.close()
-            self._protocol = None
-
-    def __del__(self, _warn: Any = warnings.warn) -> None:
-        if self._sock is not None:
-            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self, stacklevel=1)
-            self._sock.close()
