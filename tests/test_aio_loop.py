@@ -719,3 +719,12 @@ def test_closing_the_loop_removes_its_signal_handlers():
     assert signal.getsignal(signal.SIGUSR2) != before
     loop.close()
     assert signal.getsignal(signal.SIGUSR2) == before
+
+
+def test_call_soon_threadsafe_keeps_its_place_among_call_soon(loop):
+    seen = []
+    loop.call_soon_threadsafe(seen.append, "threadsafe first")
+    loop.call_soon(seen.append, "then call_soon")
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert seen == ["threadsafe first", "then call_soon"]

@@ -4,6 +4,7 @@ flow control, closing, and bad arguments (issue 8)."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 import ssl
 
@@ -490,3 +491,32 @@ def test_loop_sendfile(tls, tmp_path, use_tls):
 
     assert run(main()) == (1_000_000, 1_000_100)
     assert received[0] == b"header:" + content[100:1_000_100] + b":trailer"
+
+
+def test_a_local_address_in_use_keeps_its_errno():
+    async def main():
+        loop = asyncio.get_running_loop()
+        with socket.create_server(("127.0.0.1", 0)) as target, socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            with pytest.raises(OSError) as info:
+                await loop.create_connection(
+                    asyncio.Protocol,
+                    *target.getsockname(),
+                    local_addr=taken.getsockname(),
+                )
+            return info.value.errno
+
+    assert run(main()) == errno.EADDRINUSE
+
+
+def test_datagram_transports_are_transports():
+    async def main():
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)
+        )
+        transport.close()
+        return isinstance(transport, asyncio.Transport | asyncio.DatagramTransport)
+
+    assert run(main()) is True

@@ -182,3 +182,25 @@ def test_pipe_transports_refuse_regular_files(tmp_path):
                 await loop.connect_write_pipe(asyncio.Protocol, file)
 
     run(main())
+
+
+def test_a_write_transport_on_a_pty_stays_open_while_the_pty_has_data_to_read():
+    async def main():
+        loop = asyncio.get_running_loop()
+        master, slave = os.openpty()
+        reader_file = os.fdopen(master, "rb", 0)
+        writer_file = os.fdopen(os.dup(master), "wb", 0)
+        with os.fdopen(slave, "rb+", 0) as tty:
+            read_transport, reader = await loop.connect_read_pipe(PipeRecorder, reader_file)
+            write_transport, _ = await loop.connect_write_pipe(asyncio.Protocol, writer_file)
+            tty.write(b"from the tty\n")  # the master becomes readable...
+            while b"from the tty" not in reader.data:
+                await asyncio.sleep(0.001)
+            assert not write_transport.is_closing()  # ...which is not a hang-up
+            write_transport.write(b"to the tty\n")
+            line = await loop.run_in_executor(None, tty.readline)
+            write_transport.close()
+            read_transport.close()
+            return line
+
+    assert run(main()) == b"to the tty\n"

@@ -400,7 +400,11 @@ class EventLoop(_AbstractEventLoop):  # type: ignore[misc]
         if self._debug:
             self._check_callback(callback, "call_soon_threadsafe")
         handle = asyncio.Handle(callback, args, self, context)
-        self._plait._wakeup.send(handle)
+        # Straight into the ready queue (a deque: appending is thread-safe), so that
+        # it keeps its place among call_soon()s of the loop's own thread; then wake the
+        # loop if it polls.
+        self._ready.append(handle)
+        self._plait._wakeup.wake()
         return handle
 
     def call_later(

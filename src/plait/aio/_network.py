@@ -179,7 +179,7 @@ async def create_connection(
         exceptions: list[OSError] = []
         for info in infos:
             try:
-                sock = await _connect_one(loop, info, local_infos, exceptions)
+                sock = await _connect_one(loop, info, local_infos)
             except OSError as exc:
                 exceptions.append(exc)
                 continue
@@ -224,14 +224,13 @@ def _interleave(infos: list[Any], first_family_count: int) -> list[Any]:
     return out
 
 
-async def _connect_one(
-    loop: Any, info: Any, local_infos: list[Any] | None, exceptions: list[OSError]
-) -> socket.socket:
+async def _connect_one(loop: Any, info: Any, local_infos: list[Any] | None) -> socket.socket:
     family, type_, proto, _, address = info
     sock = socket.socket(family=family, type=type_, proto=proto)
     try:
         sock.setblocking(False)
         if local_infos is not None:
+            bind_error: OSError | None = None
             for local in local_infos:
                 if local[0] != family:
                     continue
@@ -239,14 +238,14 @@ async def _connect_one(
                     sock.bind(local[4])
                     break
                 except OSError as exc:
-                    exceptions.append(
-                        OSError(
-                            exc.errno,
-                            f"error while attempting to bind on address {local[4]!r}: "
-                            f"{(exc.strerror or '').lower()}",
-                        )
+                    bind_error = OSError(
+                        exc.errno,
+                        f"error while attempting to bind on address {local[4]!r}: "
+                        f"{(exc.strerror or '').lower()}",
                     )
             else:
+                if bind_error is not None:
+                    raise bind_error
                 raise OSError(f"no matching local address with family={family} found")
         await loop.sock_connect(sock, address)
         return sock

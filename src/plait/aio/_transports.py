@@ -432,7 +432,9 @@ class PipeTransport(SocketTransport):
             raise ValueError(f"Pipe transport is for pipes/sockets only (got {pipe!r})")
         os.set_blocking(pipe.fileno(), False)
         self._readable = readable
-        self._watch_hangup = not readable and not stat.S_ISSOCK(mode)
+        # A write end of a pipe or socket becomes "readable" when the reader's end
+        # closes; a character device (a pty) may be readable for other reasons.
+        self._watch_hangup = not readable and (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode))
         super().__init__(loop, _PipeEnd(pipe), protocol, waiter=waiter, extra=extra)
         self._extra["pipe"] = pipe
 
@@ -464,7 +466,7 @@ class PipeTransport(SocketTransport):
         self.close()  # a pipe has no half-close: the reader sees end of file
 
 
-class DatagramTransport(_Ending, asyncio.DatagramTransport):
+class DatagramTransport(_Ending, asyncio.DatagramTransport, asyncio.Transport):
     """A datagram transport on a non-blocking UDP (or Unix datagram) socket."""
 
     def __init__(
