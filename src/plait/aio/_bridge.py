@@ -53,7 +53,7 @@ async def run_asyncio(coro: Awaitable[Any]) -> Any:
     aio = loop._asyncio_loop
     if aio is None:
         aio = EventLoop._on_running(loop)
-    task = current_loop("plait.aio.run_asyncio()")._current_task
+    task = loop._current_task
     if task is None:
         raise RuntimeError("plait.aio.run_asyncio() must be awaited in a plait task")
     future = asyncio.ensure_future(coro, loop=aio)

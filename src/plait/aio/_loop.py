@@ -57,7 +57,7 @@ from .._threads import to_thread_run_sync
 from .._timeouts import sleep_forever
 from .._util import describe
 from . import _network, _subprocess
-from ._transports import PipeTransport
+from ._transports import PipeTransport, set_result_unless_cancelled
 
 __all__ = ["EventLoop", "EventLoopPolicy", "install", "new_event_loop", "run"]
 
@@ -74,11 +74,6 @@ class _TimerHandle(asyncio.TimerHandle):
 
 def _stop_when_done(future: asyncio.Future[Any]) -> None:
     future.get_loop().stop()
-
-
-def _set_result_unless_cancelled(future: asyncio.Future[Any], value: Any) -> None:
-    if not future.cancelled():
-        future.set_result(value)
 
 
 # Typed as Any: mypy would check every method against typeshed's stubs of
@@ -354,7 +349,7 @@ class EventLoop(_AbstractEventLoop):  # type: ignore[misc]
         try:
             executor.shutdown(wait=True)
             if not self.is_closed():
-                self.call_soon_threadsafe(_set_result_unless_cancelled, future, None)
+                self.call_soon_threadsafe(set_result_unless_cancelled, future, None)
         except Exception as exc:  # pragma: no cover - shutdown() does not raise
             if not self.is_closed():
                 self.call_soon_threadsafe(future.set_exception, exc)

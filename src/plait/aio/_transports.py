@@ -29,7 +29,7 @@ import stat
 import warnings
 from typing import Any
 
-__all__ = ["DatagramTransport", "PipeTransport", "SocketTransport"]
+__all__ = ["DatagramTransport", "PipeTransport", "SocketTransport", "set_result_unless_cancelled"]
 
 logger = logging.getLogger("asyncio")
 
@@ -190,7 +190,7 @@ class SocketTransport(_Ending, asyncio.Transport):
         loop.call_soon(protocol.connection_made, self)
         loop.call_soon(self._start_reading)
         if waiter is not None:
-            loop.call_soon(_set_result_unless_cancelled, waiter, None)
+            loop.call_soon(set_result_unless_cancelled, waiter, None)
 
     def _describe(self, sock: socket.socket) -> None:
         self._extra["socket"] = sock
@@ -381,7 +381,7 @@ def _nodelay(sock: socket.socket) -> None:
             pass
 
 
-def _set_result_unless_cancelled(future: asyncio.Future[Any], value: Any) -> None:
+def set_result_unless_cancelled(future: asyncio.Future[Any], value: Any) -> None:
     if not future.cancelled():
         future.set_result(value)
 
@@ -500,7 +500,7 @@ class DatagramTransport(_Ending, asyncio.DatagramTransport, asyncio.Transport):
         loop.call_soon(protocol.connection_made, self)
         loop.call_soon(self._start_reading)
         if waiter is not None:
-            loop.call_soon(_set_result_unless_cancelled, waiter, None)
+            loop.call_soon(set_result_unless_cancelled, waiter, None)
 
     def __repr__(self) -> str:
         state = "closed" if self._sock is None else "closing" if self._closing else "open"
@@ -540,10 +540,7 @@ class DatagramTransport(_Ending, asyncio.DatagramTransport, asyncio.Transport):
             return
         if not self._buffer:
             try:
-                if self._extra["peername"] is not None:
-                    self._sock.send(data)
-                else:
-                    self._sock.sendto(data, addr)
+                self._send_one(data, addr)
                 return
             except (BlockingIOError, InterruptedError):
                 self._loop._add_writer(self._fileno, self._write_ready)
@@ -559,14 +556,17 @@ class DatagramTransport(_Ending, asyncio.DatagramTransport, asyncio.Transport):
         self._buffer_size += len(data)
         self._maybe_pause_protocol()
 
+    def _send_one(self, data: Any, addr: Any) -> None:
+        if self._extra["peername"] is not None:  # connected: no address to give
+            self._sock.send(data)
+        else:
+            self._sock.sendto(data, addr)
+
     def _write_ready(self) -> None:
         while self._buffer and self._sock is not None:
             data, addr = self._buffer[0]
             try:
-                if self._extra["peername"] is not None:
-                    self._sock.send(data)
-                else:
-                    self._sock.sendto(data, addr)
+                self._send_one(data, addr)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
