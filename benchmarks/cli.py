@@ -14,7 +14,7 @@ from benchmarks import harness, report
 from benchmarks.registry import RUNTIMES, WORKLOADS, load_all
 
 DEFAULT_REPORT = harness.ROOT / "docs" / "benchmarks.md"
-DEFAULT_RUNTIMES = ("plait", "asyncio", "uvloop", "trio")
+DEFAULT_RUNTIMES = ("plait", "asyncio", "uvloop", "plait.aio", "trio")
 
 
 def names(text: str, known: Sequence[str], what: str) -> list[str]:

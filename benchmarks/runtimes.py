@@ -54,6 +54,27 @@ def run_uvloop(main: Main) -> float:
         return runner.run(coro())
 
 
+@runtime(
+    "plait.aio",
+    modules=("plait",),
+    family="asyncio",
+    distributions=("plait",),
+    probe=_plait_probe,
+)
+def run_plait_aio(main: Main) -> float:
+    """`asyncio.Runner(loop_factory=plait.aio.new_event_loop)`, asyncio implementations:
+    the same asyncio programs on plait's loop"""
+    import asyncio
+
+    import plait.aio
+
+    async def coro() -> float:
+        return await main()
+
+    with asyncio.Runner(loop_factory=plait.aio.new_event_loop) as runner:
+        return runner.run(coro())
+
+
 @runtime("trio", modules=("trio",), distributions=("trio",))
 def run_trio(main: Main) -> float:
     """`trio.run(main)`"""

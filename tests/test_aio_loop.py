@@ -367,17 +367,30 @@ def test_asyncio_primitives_work():
 def test_a_failing_callback_goes_to_the_exception_handler(loop):
     contexts = []
 
-    def fail():
+    def fail(n):
         raise ValueError("in a callback")
 
-    loop.set_exception_handler(lambda loop, context: contexts.append(context))
-    loop.call_soon(fail)
-    loop.call_soon(loop.stop)
-    loop.run_forever()  # the loop goes on
-    [context] = contexts
-    assert isinstance(context["exception"], ValueError)
-    assert "Exception in callback" in context["message"]
-    assert isinstance(context["handle"], asyncio.Handle)
+    def run_on(loop):
+        loop.set_exception_handler(lambda loop, context: contexts.append(context))
+        loop.call_soon(fail, 1)
+        loop.call_later(0, fail, 2)
+        loop.call_later(0.001, loop.stop)
+        loop.run_forever()  # the loop goes on
+
+    run_on(loop)
+    ours = contexts[:]
+    contexts.clear()
+    reference = asyncio.new_event_loop()
+    try:
+        run_on(reference)
+    finally:
+        reference.close()
+    assert len(ours) == 2
+    for context, expected in zip(ours, contexts, strict=True):
+        assert isinstance(context["exception"], ValueError)
+        assert context["message"] == expected["message"]  # as asyncio's own loop says it
+        assert isinstance(context["handle"], asyncio.Handle)
+    assert isinstance(ours[1]["handle"], asyncio.TimerHandle)
     with pytest.raises(TypeError, match="A callable object or None is expected"):
         loop.set_exception_handler(42)
 

@@ -354,6 +354,15 @@ class Loop:
         except BaseException:
             logger.exception("Error in the plait exception handler")
 
+    def _callback_failed(self, handle: Any, exc: BaseException) -> None:
+        if not isinstance(handle, Handle) and self._asyncio_loop is not None:
+            # an asyncio handle (plait.aio): reported as asyncio reports it
+            self._asyncio_loop._callback_failed(handle, exc)
+            return
+        self.call_exception_handler(
+            {"message": f"Exception in callback {handle!r}", "exception": exc, "handle": handle}
+        )
+
     # -- file descriptors --------------------------------------------------------------
 
     def _set_fd_callback(
@@ -758,23 +767,24 @@ class Loop:
             handle = ready.popleft()
             if handle._cancelled:  # (an asyncio handle keeps no callback once cancelled)
                 continue
+            # handle._run(), inlined: one frame less per callback, which is most of
+            # the work of an asyncio program (plait.aio). plait's handles (context
+            # may be None) and asyncio's keep the callback in the same slots.
+            context = handle._context
             try:
-                handle._run()
+                if context is None:
+                    handle._callback(*handle._args)
+                else:
+                    context.run(handle._callback, *handle._args)
             except (KeyboardInterrupt, SystemExit):
                 raise
             except BaseException as exc:
-                self.call_exception_handler(
-                    {
-                        "message": f"Exception in callback {handle!r}",
-                        "exception": exc,
-                        "handle": handle,
-                    }
-                )
+                self._callback_failed(handle, exc)
                 del exc
         # A finished callback must not stay alive in this frame while the tasks run:
         # on Python 3.12+ their frames link back here (f_back), and a callback's
         # arguments (e.g. an error handed to a task) would close a reference cycle.
-        handle = None  # type: ignore[assignment]
+        handle = context = None  # type: ignore[assignment]
 
         # Run the tasks that were ready when this step began. (The hot path.)
         n = len(runq)

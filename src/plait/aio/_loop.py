@@ -45,7 +45,7 @@ import threading
 import traceback
 import warnings
 import weakref
-from asyncio import events
+from asyncio import events, format_helpers
 from collections.abc import Callable
 from typing import Any
 
@@ -541,6 +541,23 @@ class EventLoop(_AbstractEventLoop):  # type: ignore[misc]
                     "error in custom exception handler",
                     exc_info=True,
                 )
+
+    def _callback_failed(self, handle: asyncio.Handle, exc: BaseException) -> None:
+        # The plait loop runs asyncio's handles itself (Handle._run inlined); an error
+        # is reported with the context asyncio's Handle._run would give.
+        callback, args = handle._callback, handle._args  # type: ignore[attr-defined]
+        if sys.version_info >= (3, 13):
+            where = format_helpers._format_callback_source(callback, args, debug=self._debug)
+        else:
+            where = format_helpers._format_callback_source(callback, args)
+        context: dict[str, Any] = {
+            "message": f"Exception in callback {where}",
+            "exception": exc,
+            "handle": handle,
+        }
+        if handle._source_traceback:  # type: ignore[attr-defined]
+            context["source_traceback"] = handle._source_traceback  # type: ignore[attr-defined]
+        self.call_exception_handler(context)
 
     def _plait_exception(self, loop: Loop, context: dict[str, Any]) -> None:
         # errors of plait callbacks on the same loop go where asyncio's go
