@@ -29,6 +29,35 @@ def run_plait(main: Main) -> float:
     return result
 
 
+def _hooked_instrument() -> object:
+    """A plait instrument that overrides every hook with one that does nothing: the
+    price of the hooks themselves."""
+    import plait.abc
+
+    def nothing(self: object, *args: object) -> None:
+        pass
+
+    hooks = [name for name in vars(plait.abc.Instrument) if not name.startswith("_")]
+    cls = type("EveryHook", (plait.abc.Instrument,), dict.fromkeys(hooks, nothing))
+    return cls()
+
+
+@runtime(
+    "plait+hooks",
+    modules=("plait",),
+    family="plait",
+    distributions=("plait",),
+    probe=_plait_probe,
+)
+def run_plait_hooked(main: Main) -> float:
+    """`plait.run(main, instruments=[i])`, `i` an instrument overriding every hook with
+    one that does nothing (plait implementations; not in the default runtimes)"""
+    import plait
+
+    result: float = plait.run(main, instruments=[_hooked_instrument()])
+    return result
+
+
 @runtime("asyncio")
 def run_asyncio(main: Main) -> float:
     """`asyncio.run(main())` with the default (selector) event loop"""

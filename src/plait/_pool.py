@@ -42,10 +42,11 @@ import enum
 import functools
 import threading
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ._core._instrument import finish_job, start_job
 from ._core._local import current_loop, current_loop_or_none
 from ._exceptions import Cancelled, ClosedResourceError
 from ._poolmap import MapProgress, PoolMap, check_sync_fn, fn_name
@@ -112,6 +113,9 @@ class Pool(abc.ABC):
     :attr:`max_workers` and ``async _run(fn, args, claim)``; see ``plait/_pool.py``.
     """
 
+    _job_kind: str | None = "pool"
+    """What instruments see a call as (``plait.lowlevel.Job.kind``), None: nothing."""
+
     def __init__(self) -> None:
         self._state = _State.OPEN
         # Invariant: _calls == calls inside _call() (admitted and not finished).
@@ -174,10 +178,18 @@ class Pool(abc.ABC):
         self, fn: Callable[..., Any], args: tuple[Any, ...], claim: Callable[[], bool] | None
     ) -> Any:
         """Run an admitted call (even if the pool has started closing since)."""
+        return await self._counted(self._run(fn, args, claim), fn)
+
+    async def _counted(self, call: Coroutine[Any, Any, Any], fn: Callable[..., Any]) -> Any:
+        """Await ``call``, the run of ``fn``, as a call in progress (``aclose`` waits
+        for it), shown to the instruments as a job."""
         self._calls += 1
+        loop = current_loop("a pool call")
+        job = None if self._job_kind is None else start_job(loop, self._job_kind, fn)
         try:
-            return await self._run(fn, args, claim)
+            return await call
         finally:
+            finish_job(loop, job)
             self._calls -= 1
             if not self._calls:
                 self._maybe_idle()

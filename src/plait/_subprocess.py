@@ -35,6 +35,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ._core._cancel import CancelScope
+from ._core._instrument import Job, finish_job, start_job
+from ._core._kernel import Loop
 from ._core._local import current_loop_or_none
 from ._core._reactor import READABLE
 from ._core._taskgroup import TASK_STATUS_IGNORED, TaskGroup, TaskStatus
@@ -137,6 +139,7 @@ class Process:
 
     __slots__ = (
         "_exited",
+        "_job",
         "_pidfd",
         "_popen",
         "_wait_lock",
@@ -161,6 +164,8 @@ class Process:
         self.stdout = stdout
         self.stderr = stderr
         self._wait_lock = Lock()
+        # (loop, job) while instruments (plait.abc.Instrument) watch it run
+        self._job: tuple[Loop, Job] | None = None
         # Fallback reaping: set (by the waitid thread) once the child can be reaped.
         self._exited: Event | None = None
         # Invariant: _pidfd is None once the child is reaped (closed in poll()).
@@ -193,8 +198,13 @@ class Process:
         code = self._popen.returncode
         if code is None:
             code = self._popen.poll()
-        if code is not None and self._pidfd is not None:
-            self._close_pidfd()
+        if code is not None:
+            if self._pidfd is not None:
+                self._close_pidfd()
+            if self._job is not None:
+                (loop, job), self._job = self._job, None
+                if current_loop_or_none() is loop:
+                    finish_job(loop, job)
         return code
 
     def _close_pidfd(self) -> None:
@@ -412,6 +422,9 @@ async def open_process(
         PipeReceiveStream(streams["stdout"]) if "stdout" in streams else None,
         PipeReceiveStream(streams["stderr"]) if "stderr" in streams else None,
     )
+    loop = current_loop_or_none()
+    if loop is not None and (job := start_job(loop, "subprocess", process.args)) is not None:
+        process._job = (loop, job)
     await schedule_point()  # cannot raise: the child exists now and must be returned
     return process
 

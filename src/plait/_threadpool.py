@@ -51,6 +51,8 @@ class ThreadPool(Pool):
     ``aclose()`` waits for the calls in progress; the pool owns no threads itself.
     """
 
+    _job_kind = None  # each call is a to_thread.run_sync, which instruments see
+
     def __init__(self, max_workers: int | None = None) -> None:
         super().__init__()
         max_workers = check_max_workers(max_workers, "ThreadPool", default_max_workers)

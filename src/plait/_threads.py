@@ -34,6 +34,7 @@ import types
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from ._core._instrument import finish_job, start_job
 from ._core._local import current_loop, current_loop_or_none
 from ._core._spawn import coerce_coroutine
 from ._core._thread_cache import start_thread_soon
@@ -156,8 +157,11 @@ async def to_thread_run_sync(
         finally:
             _worker.job = None
 
+    seen = start_job(loop, "thread", fn)
+
     def back(value: Any, error: BaseException | None) -> None:
         limiter.release_on_behalf_of(job)
+        finish_job(loop, seen)
         if job.waiting:
             job.waiting = False
             loop._kernel_reschedule(job.task, value, error)
@@ -181,6 +185,7 @@ async def to_thread_run_sync(
         start_thread_soon(work, deliver, name=_thread_name(fn))
     except BaseException:
         limiter.release_on_behalf_of(job)
+        finish_job(loop, seen)
         raise
     try:
         result: T = await wait_task_rescheduled(abort)

@@ -11,6 +11,7 @@ from typing import Any
 
 from ._core._clock import Clock as Clock
 from ._core._clock import SystemClock as SystemClock
+from ._core._instrument import Instrument
 from ._core._kernel import Loop
 from ._core._local import current_loop as _current_loop
 from ._core._parking_lot import ParkingLot as ParkingLot
@@ -30,12 +31,14 @@ __all__ = [
     "ParkingLotStatistics",
     "SystemClock",
     "TrioToken",
+    "add_instrument",
     "checkpoint",
     "current_clock",
     "current_loop",
     "current_task",
     "current_token",
     "notify_closing",
+    "remove_instrument",
     "reschedule",
     "schedule_point",
     "spawn_system_task",
@@ -48,6 +51,18 @@ __all__ = [
 def current_loop() -> Loop:
     """The :class:`plait.Loop` running in this thread (``RuntimeError`` if none)."""
     return _current_loop("plait.lowlevel.current_loop()")
+
+
+def add_instrument(instrument: Instrument) -> None:
+    """Install ``instrument`` (a ``plait.abc.Instrument``) on the running loop; it
+    takes effect from the next step. Installing one already installed does nothing."""
+    _current_loop("plait.lowlevel.add_instrument()")._instruments.add(instrument)
+
+
+def remove_instrument(instrument: Instrument) -> None:
+    """Uninstall ``instrument`` from the running loop (``KeyError`` if it is not
+    installed). Safe to call from the instrument's own hooks."""
+    _current_loop("plait.lowlevel.remove_instrument()")._instruments.remove(instrument)
 
 
 def reschedule(task: Task, value: Any = None, error: BaseException | None = None) -> None:

@@ -33,7 +33,7 @@ import math
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
@@ -43,6 +43,7 @@ from ._asyncgens import AsyncGenHooks
 from ._cancel import CancelScope
 from ._clock import Clock, SystemClock
 from ._handles import Handle, TimerHandle
+from ._instrument import Instrument, Instruments
 from ._interrupt import install_sigint_handler
 from ._local import run_state
 from ._reactor import READABLE, WRITABLE, Reactor, _fileno
@@ -145,7 +146,9 @@ class Loop:
     Only ``call_soon_threadsafe`` may be called from other threads.
     """
 
-    def __init__(self, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self, *, clock: Clock | None = None, instruments: Iterable[Instrument] = ()
+    ) -> None:
         if clock is None:
             clock = SystemClock()
         elif not isinstance(clock, Clock):
@@ -154,6 +157,7 @@ class Loop:
                 f"plait.lowlevel.Clock subclass), got {describe(clock)}"
             )
         self._clock = clock
+        self._instruments = Instruments(instruments)
         self._ready: deque[Handle] = deque()
         self._runq: deque[Task] = deque()
         self._timers = TimerQueue()
@@ -248,8 +252,12 @@ class Loop:
         run_state.loop = self
         self._clock.start_clock()
         self._asyncio_saved = self._install_asyncio_guard()
+        if self._instruments.before_run:
+            self._instruments.call(self._instruments.before_run)
 
     def _exit_run(self) -> None:
+        if self._instruments.after_run:
+            self._instruments.call(self._instruments.after_run)
         self._restore_asyncio(self._asyncio_saved)
         run_state.loop = None
         self._running = False
@@ -558,6 +566,12 @@ class Loop:
         scope._tasks[task] = None
         self._ntasks += 1
         self._runq.append(task)
+        instruments = self._instruments
+        if instruments._all:
+            if instruments.task_spawned:
+                instruments.call(instruments.task_spawned, task)
+            if instruments.task_scheduled:
+                instruments.call(instruments.task_scheduled, task)
         return task
 
     def _kernel_take_ki(self) -> KeyboardInterrupt | None:
@@ -585,6 +599,8 @@ class Loop:
         task._next_value = value
         task._next_exc = error
         self._runq.append(task)
+        if self._instruments.task_scheduled:
+            self._instruments.call(self._instruments.task_scheduled, task)
 
     def _kernel_try_abort(self, task: Task) -> None:
         abort_fn = task._abort_fn
@@ -633,6 +649,8 @@ class Loop:
             )
         task._next_exc = TypeError(msg)
         self._runq.append(task)
+        if self._instruments.task_scheduled:
+            self._instruments.call(self._instruments.task_scheduled, task)
 
     def _kernel_cancel_task(self, task: Task) -> None:
         own = task._own_scope
@@ -691,6 +709,8 @@ class Loop:
         if joiners:
             for fn in joiners:
                 fn(task)
+        if self._instruments.task_exited:
+            self._instruments.call(self._instruments.task_exited, task)
         if self._ki_forced:  # a second Ctrl-C: run no other task (see _interrupt.py)
             raise exc if isinstance(exc, KeyboardInterrupt) else KeyboardInterrupt
 
@@ -725,6 +745,8 @@ class Loop:
             # poll returns at once.)
             events = None
             reactor.raw_events = 0  # as if it had timed out at once
+        elif self._instruments._all:
+            events = self._kernel_poll_instrumented(timeout)
         else:
             events = reactor.poll(timeout)
         if events:
@@ -784,10 +806,23 @@ class Loop:
         # A finished callback must not stay alive in this frame while the tasks run:
         # on Python 3.12+ their frames link back here (f_back), and a callback's
         # arguments (e.g. an error handed to a task) would close a reference cycle.
-        handle = context = None  # type: ignore[assignment]
+        handle = context = events = None  # type: ignore[assignment]
 
-        # Run the tasks that were ready when this step began. (The hot path.)
-        n = len(runq)
+        # Run the tasks that were ready when this step began.
+        instruments = self._instruments
+        if (
+            instruments.before_task_step
+            or instruments.after_task_step
+            or (instruments.task_scheduled)
+        ):
+            self._kernel_run_tasks_instrumented(len(runq))
+        else:
+            self._kernel_run_tasks(len(runq))
+
+    def _kernel_run_tasks(self, n: int) -> None:
+        """Run the first ``n`` tasks of the run queue, one step each. (The hot path:
+        no instrument is called here, see _kernel_run_tasks_instrumented.)"""
+        runq = self._runq
         popleft = runq.popleft
         append = runq.append
         while n:
@@ -840,7 +875,41 @@ class Loop:
         self._current_task = None
         # This frame can outlive the call (Python 3.12+ links finished coroutine frames
         # to it through f_back): hold nothing that could close a reference cycle.
-        task = throw = value = req = events = None  # type: ignore[assignment]
+        task = throw = value = req = None  # type: ignore[assignment]
+
+    def _kernel_run_tasks_instrumented(self, n: int) -> None:
+        """_kernel_run_tasks with instruments: each task's step runs alone between the
+        step hooks. A task that its step put back in the run queue by itself (a
+        checkpoint or schedule point: no error to deliver) is reported scheduled here;
+        every other way into the queue reports itself (_spawn, _kernel_reschedule)."""
+        instruments = self._instruments
+        runq = self._runq
+        while n:
+            n -= 1
+            task = runq[0]
+            if instruments.before_task_step:
+                instruments.call(instruments.before_task_step, task)
+            self._kernel_run_tasks(1)
+            if instruments.after_task_step:
+                instruments.call(instruments.after_task_step, task)
+            if (
+                instruments.task_scheduled
+                and runq
+                and runq[-1] is task
+                and task._next_exc is None
+                and not task._done
+            ):
+                instruments.call(instruments.task_scheduled, task)
+
+    def _kernel_poll_instrumented(self, timeout: float) -> Any:
+        instruments = self._instruments
+        if instruments.before_io_wait:
+            instruments.call(instruments.before_io_wait, timeout)
+        try:
+            return self._reactor.poll(timeout)
+        finally:
+            if instruments.after_io_wait:
+                instruments.call(instruments.after_io_wait, timeout)
 
     def _kernel_idle(self, cushion: float, deadline: float) -> None:
         waiters = self._idle_waiters

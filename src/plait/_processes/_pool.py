@@ -272,6 +272,8 @@ class ProcessPool(Pool):
                 ...
     """
 
+    _job_kind = "process"
+
     def __init__(
         self,
         max_workers: int | None = None,
@@ -345,14 +347,8 @@ class ProcessPool(Pool):
         if cancellable is not True and cancellable is not False:
             raise TypeError(f"cancellable must be True or False, got {describe(cancellable)}")
         self._check_open("run_sync()")
-        self._calls += 1
-        try:
-            result: T = await self._run_call(fn, args, None, cancellable)
-            return result
-        finally:
-            self._calls -= 1
-            if not self._calls:
-                self._maybe_idle()
+        result: T = await self._counted(self._run_call(fn, args, None, cancellable), fn)
+        return result
 
     async def _run(
         self, fn: Callable[..., Any], args: tuple[Any, ...], claim: Callable[[], bool] | None

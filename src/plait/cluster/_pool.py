@@ -39,6 +39,8 @@ class ClusterPool(Pool):
     """A :class:`plait.abc.Pool` whose workers are a cluster's, reached through a
     :class:`plait.cluster.Backend`. :class:`DaskPool` is the one with a dask backend."""
 
+    _job_kind = "cluster"
+
     def __init__(self, backend: Backend) -> None:
         super().__init__()
         self._backend = backend
