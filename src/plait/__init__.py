@@ -50,7 +50,9 @@ from ._queue import PriorityQueue as PriorityQueue
 from ._queue import Queue as Queue
 from ._queue import QueueStatistics as QueueStatistics
 from ._run import current_task as current_task
+from ._run import print_task_tree as print_task_tree
 from ._run import run as run
+from ._run import task_tree as task_tree
 from ._signals import open_signal_receiver as open_signal_receiver
 from ._streams import SocketListener as SocketListener
 from ._streams import SocketStream as SocketStream

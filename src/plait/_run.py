@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import IO, Any
 
 from ._core._clock import Clock
+from ._core._inspect import TaskInfo
+from ._core._inspect import print_task_tree as _print_task_tree
+from ._core._inspect import task_tree as _task_tree
 from ._core._instrument import Instrument
 from ._core._kernel import Loop
 from ._core._local import current_loop
 from ._core._task import Task
 from ._util import public
 
-__all__ = ["current_task", "run"]
+__all__ = ["current_task", "print_task_tree", "run", "task_tree"]
 
 
 @public
@@ -42,3 +45,24 @@ def current_task() -> Task:
     if task is None:
         raise RuntimeError("plait.current_task() was called from a loop callback, not a task")
     return task
+
+
+@public
+def task_tree(*, locals: bool = False) -> list[TaskInfo]:
+    """The tasks of the running ``plait.run``, as a tree: a list of ``TaskInfo`` nodes
+    (the main task, then plait's own system tasks), each with ``name``, ``id``,
+    ``state`` ("running", "runnable", "waiting"), ``waiting_on`` (the plait call it is
+    waiting in, with its arguments), ``stack`` (``Task.stack(locals=locals)``) and
+    ``groups`` (per task group it has open, the ``TaskInfo`` of its children)."""
+    return _task_tree(current_loop("plait.task_tree()"), with_locals=locals)
+
+
+@public
+def print_task_tree(
+    file: IO[str] | None = None, *, stacks: bool = False, system: bool = False
+) -> None:
+    """Print the task tree of the running ``plait.run`` to ``file`` (stdout): a line
+    per task -- name, id, state, what it waits on, and where in its code -- indented
+    under the task group it belongs to. ``stacks=True`` adds each task's await stack;
+    ``system=True`` adds plait's own system tasks."""
+    _print_task_tree(current_loop("plait.print_task_tree()"), file, stacks=stacks, system=system)

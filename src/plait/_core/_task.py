@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .._exceptions import TaskCancelled
+from ._inspect import TaskFrame, task_stack
 from ._traps import Abort, RaiseCancelT, checkpoint, wait_task_rescheduled
 
 if TYPE_CHECKING:
@@ -105,6 +106,14 @@ class Task:
         return f"<plait.Task #{self.id} {self.name!r} {state}>"
 
     # -- the public surface ------------------------------------------------------
+
+    def stack(self, *, locals: bool = False) -> list[TaskFrame]:
+        """The frames of the task's await chain, outermost (the task's own function)
+        first, through coroutines, ``@plait.coroutine`` generators and async
+        generators, down to where it is suspended: each a ``TaskFrame`` with
+        ``filename``, ``lineno``, ``name`` and, with ``locals=True``, ``locals`` (a dict
+        of the frame's local variables' reprs). Empty once the task has finished."""
+        return task_stack(self, with_locals=locals)
 
     def done(self) -> bool:
         """True once the task has finished (returned, raised, or was cancelled)."""
