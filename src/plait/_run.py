@@ -9,9 +9,10 @@ from ._core._clock import Clock
 from ._core._inspect import TaskInfo
 from ._core._inspect import print_task_tree as _print_task_tree
 from ._core._inspect import task_tree as _task_tree
-from ._core._instrument import Instrument
+from ._core._instrument import Instrument, Instruments
 from ._core._kernel import Loop
 from ._core._local import current_loop
+from ._core._slowstep import SlowStepDetector
 from ._core._task import Task
 from ._util import public
 
@@ -25,6 +26,7 @@ def run(
     clock: Clock | None = None,
     instruments: Iterable[Instrument] = (),
     name: str | None = None,
+    slow_step: float | None = None,
 ) -> Any:
     """Run ``fn_or_coro(*args)`` as the main task of a new loop and return its result.
 
@@ -32,10 +34,18 @@ def run(
     ``SystemExit`` from any task included). Every task it spawned has finished by the
     time this returns. ``clock`` selects the clock (e.g. ``plait.testing.MockClock``);
     ``instruments`` are ``plait.abc.Instrument`` objects the kernel calls as it runs.
+    ``slow_step`` (seconds): log every task step that runs that long without yielding,
+    with the stack where it was blocking (logger ``plait.slow``).
     Calling ``plait.run`` inside a running plait loop raises ``RuntimeError``.
     """
+    if slow_step is not None:
+        instruments = [*_instrument_list(instruments), SlowStepDetector(slow_step)]
     with Loop(clock=clock, instruments=instruments) as loop:
         return loop.run_until_complete(fn_or_coro, *args, name=name)
+
+
+def _instrument_list(instruments: Iterable[Instrument]) -> list[Instrument]:
+    return list(Instruments(instruments))  # (validated: the same errors as Loop's)
 
 
 @public

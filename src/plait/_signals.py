@@ -224,6 +224,7 @@ class SignalReceiver:
             self._unlink(done)
             self._state = _State.CLOSED
             raise
+        self._loop._external_wakers += 1  # a signal may wake a task: no deadlock
 
     def _unlink(self, signals: list[int] | tuple[int, ...]) -> None:
         """Take this receiver out of each signal's chain, restoring handlers."""
@@ -248,6 +249,7 @@ class SignalReceiver:
         state, self._state = self._state, _State.CLOSED
         if state is not _State.OPEN:
             return
+        self._loop._external_wakers -= 1
         self._unlink(self._signals)
         task = self._waiter
         if task is not None:

@@ -68,6 +68,9 @@ def await_frames(coro: Any) -> list[FrameType]:
             # awaiting agen.asend()/athrow(): the object does not expose its async
             # generator (CPython issue 76991), but refers to it
             coro = next((r for r in gc.get_referents(coro) if hasattr(r, "ag_frame")), None)
+        elif type(coro).__name__ == "coroutine_wrapper":
+            # coro.__await__() (e.g. Task.__await__): it hides its coroutine likewise
+            coro = next((r for r in gc.get_referents(coro) if hasattr(r, "cr_frame")), None)
         else:  # something else with __await__ (an iterator): no frames to show
             break
     return frames
@@ -160,7 +163,7 @@ class TaskInfo:
         return out.getvalue()
 
 
-def _live_tasks(loop: Loop) -> list[Task]:
+def live_tasks(loop: Loop) -> list[Task]:
     tasks: list[Task] = []
     scopes = [loop._root_scope] if loop._root_scope is not None else []
     while scopes:
@@ -174,7 +177,7 @@ def _live_tasks(loop: Loop) -> list[Task]:
 
 def task_tree(loop: Loop, *, with_locals: bool = False) -> list[TaskInfo]:
     """``plait.task_tree()``: the main task's tree, then the system tasks'."""
-    tasks = _live_tasks(loop)
+    tasks = live_tasks(loop)
     infos: dict[Task, TaskInfo] = {}
     for task in tasks:
         if task is loop._current_task:
@@ -251,3 +254,89 @@ def print_task_tree(
         if info.system and not system:
             continue
         _render(info, out, "", "", with_stacks=stacks)
+
+
+def _waits_for(task: Task, tasks: list[Task]) -> list[Task]:
+    """The tasks that ``task`` waits for, where its wait names them: a lock's owner,
+    a joined task, the children of a task group it is closing, a limiter's borrowers."""
+    frame = wait_frame(task)
+    if frame is None:
+        return []
+    from ._task import Task  # (here: _task imports this module)
+    from ._taskgroup import TaskGroup
+
+    target = frame.f_locals.get("self")
+    if isinstance(target, Task):
+        return [target]
+    if isinstance(target, TaskGroup):
+        return [t for t in tasks if t._group is target]
+    owner = getattr(target, "_owner", None)
+    if isinstance(owner, Task):
+        return [owner]
+    borrowers = getattr(target, "_borrowers", None)
+    if borrowers:
+        return [b for b in borrowers if isinstance(b, Task)]
+    return []
+
+
+def _cycle(edges: dict[Task, list[Task]]) -> list[Task] | None:
+    """A wait-for cycle, as the list of its tasks (the first again at the end)."""
+    done: set[Task] = set()
+    for start in edges:
+        path: list[Task] = []
+        on_path: dict[Task, int] = {}
+        stack = [(start, iter(edges.get(start, ())))]
+        path.append(start)
+        on_path[start] = 0
+        while stack:
+            node, successors = stack[-1]
+            successor = next(successors, None)
+            if successor is None:
+                stack.pop()
+                path.pop()
+                del on_path[node]
+                done.add(node)
+            elif successor in on_path:
+                return [*path[on_path[successor] :], successor]
+            elif successor not in done:
+                on_path[successor] = len(path)
+                path.append(successor)
+                stack.append((successor, iter(edges.get(successor, ()))))
+    return None
+
+
+def awaits_cancellation(tasks: list[Task]) -> bool:
+    """True if one of ``tasks`` waits in ``sleep_forever()``: for a cancellation, which
+    Ctrl-C or another part of the program (its author knows) will bring. Not a
+    deadlock: ``await plait.sleep_forever()`` is how a program runs until Ctrl-C."""
+    for task in tasks:
+        frame = wait_frame(task)
+        if frame is not None and frame.f_code.co_name == "sleep_forever":
+            return True
+    return False
+
+
+def deadlock_report(loop: Loop) -> str:
+    """The text of ``plait.Deadlock``: every task, what it waits on, and where; the
+    wait-for cycle if the waits name one."""
+    tasks = live_tasks(loop)
+    lines = [
+        "deadlock: every task is waiting, and only another waiting task could wake it "
+        "(no timer is set, no I/O, thread, process or signal is awaited). The tasks:"
+    ]
+    edges: dict[Task, list[Task]] = {}
+    for task in tasks:
+        what = waiting_on(task) or "nothing (runnable)"
+        where = _where(task)
+        at = f" at {_short(where.filename)}:{where.lineno} in {where.name}" if where else ""
+        lines.append(f"  task {task.name!r} (#{task.id}) waits in {what}{at}")
+        edges[task] = _waits_for(task, tasks)
+    cycle = _cycle(edges)
+    if cycle is not None:
+        lines.append("wait-for cycle: " + " -> ".join(repr(t.name) for t in cycle))
+    lines.append(
+        "plait.run cancelled every task. Fix: take locks in one order everywhere, make "
+        "sure something sets each event or fills each queue that is waited on, and that "
+        "no task waits for itself."
+    )
+    return "\n".join(lines)

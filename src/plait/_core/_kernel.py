@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
-from .._exceptions import Cancelled, ClosedResourceError
+from .._exceptions import Cancelled, ClosedResourceError, Deadlock
 from .._util import check_deadline, check_seconds, describe
 from ._asyncgens import AsyncGenHooks
 from ._cancel import CancelScope
@@ -47,8 +47,10 @@ from ._instrument import Instrument, Instruments
 from ._interrupt import install_sigint_handler
 from ._local import run_state
 from ._reactor import READABLE, WRITABLE, Reactor, _fileno
+from ._slowstep import WATCHDOG_NAME
 from ._spawn import coerce_coroutine
 from ._task import Task
+from ._thread_cache import IDLE_WORKER_NAME, jobs_in_flight
 from ._timers import TimerQueue
 from ._traps import _SCHEDULE_POINT, Abort, RaiseCancelT, _Park
 from ._traps import checkpoint as _checkpoint
@@ -69,6 +71,10 @@ _AT_CHECKPOINT = object()
 
 def _raise_cancel() -> Any:
     raise Cancelled
+
+
+# plait's own threads that never call into a loop by themselves
+_QUIET_THREADS = frozenset({IDLE_WORKER_NAME, WATCHDOG_NAME})
 
 
 class _RootGroup:
@@ -170,6 +176,11 @@ class Loop:
         # fds with a callback reader/writer, and outside work (threads, ...) in flight.
         self._nfd_callbacks = 0
         self._keepalive = 0
+        # Things outside the kernel's sight that may wake a task (open signal receivers,
+        # asyncio signal handlers): while any is there, no deadlock is declared.
+        self._external_wakers = 0
+        # The Deadlock found in this run, raised when the run ends (see _kernel_deadlock).
+        self._deadlock: Deadlock | None = None
         self._idle_waiters: list[list[Any]] = []
         self._idle_seq = itertools.count()
         self._exception_handler: ExceptionHandler | None = None
@@ -523,8 +534,13 @@ class Loop:
             error = Cancelled(f"the main task {main.name!r} was cancelled")
         del main
         ki = self._kernel_take_ki()
+        deadlock, self._deadlock = self._deadlock, None
         if ki is not None:
             error = ki
+        elif deadlock is not None:
+            if error is not None and not isinstance(error, Cancelled):
+                deadlock.__context__ = error
+            error = deadlock
         elif crashes:
             error = _crash_error(error, crashes)
         if error is not None:
@@ -736,6 +752,9 @@ class Loop:
             else:
                 idle = math.inf
             timeout = max(timeout, 0.0)
+            if timeout == math.inf and self._root_scope is not None and self._deadlocked():
+                self._kernel_deadlock()
+                return  # the tasks it cancelled run in the next iteration
 
         reactor = self._reactor
         if timeout == 0.0 and len(reactor._fds) == 1 and not reactor._always_ready:
@@ -910,6 +929,48 @@ class Loop:
         finally:
             if instruments.after_io_wait:
                 instruments.call(instruments.after_io_wait, timeout)
+
+    def _deadlocked(self) -> bool:
+        """Nothing but a task can wake any task: no fd is watched, no timer is set (the
+        caller knows), no thread, process or signal can reach the loop, and nothing
+        is queued. Conservative: any thread but plait's idle workers may call in."""
+        reactor = self._reactor
+        if len(reactor._fds) != 1 or reactor._always_ready or self._nfd_callbacks:
+            return False
+        if self._external_wakers or not self._ntasks:
+            return False
+        if self._ki is not None:
+            # Ctrl-C is being handled and a cleanup hangs: its user is there, and a
+            # second Ctrl-C ends it with the KeyboardInterrupt they asked for.
+            return False
+        if jobs_in_flight():
+            return False  # a to_thread job (or a subprocess's reaper) is running
+        me = threading.current_thread()
+        for thread in threading.enumerate():
+            if thread is not me and thread.name not in _QUIET_THREADS:
+                return False  # it might call in (call_soon_threadsafe, a portal)
+        # Whatever a finished job or thread handed in is in the queue by now.
+        if self._wakeup.queue:
+            return False
+        from ._inspect import awaits_cancellation, live_tasks
+
+        return not awaits_cancellation(live_tasks(self))
+
+    def _kernel_deadlock(self) -> None:
+        """Every task waits for another task: cancel them all, and raise ``Deadlock``
+        (naming the tasks) when the run ends. If it happens again while they unwind
+        (a shielded wait), raise it now: the run cannot end by itself."""
+        from ._inspect import deadlock_report
+
+        report = deadlock_report(self)
+        if self._deadlock is not None:
+            raise Deadlock(
+                f"{report}\n(again, while the tasks were being cancelled after the first "
+                "deadlock: the run is abandoned)"
+            )
+        self._deadlock = Deadlock(report)
+        assert self._root_scope is not None
+        self._root_scope.cancel()
 
     def _kernel_idle(self, cushion: float, deadline: float) -> None:
         waiters = self._idle_waiters

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from typing import TYPE_CHECKING
 
@@ -16,6 +18,19 @@ class _RunState(threading.local):
 
 
 run_state = _RunState()
+
+
+def _forget_after_fork() -> None:
+    # A child forked while a loop ran (multiprocessing's fork, os.fork in a task) has
+    # a copy of the loop but not its thread's life: it may start loops of its own.
+    run_state.loop = None
+    events = sys.modules.get("asyncio.events")
+    if events is not None and sys.version_info < (3, 12):  # (3.12+ asyncio does it)
+        events._set_running_loop(None)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def current_loop_or_none() -> Loop | None:

@@ -20,11 +20,18 @@ about to release its lock, so it waits again instead of ending.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["IDLE_TIMEOUT", "start_thread_soon", "worker_count"]
+__all__ = [
+    "IDLE_TIMEOUT",
+    "IDLE_WORKER_NAME",
+    "jobs_in_flight",
+    "start_thread_soon",
+    "worker_count",
+]
 
 IDLE_TIMEOUT = 10.0
 
@@ -69,7 +76,7 @@ class _Worker:
             else:
                 error = None
             del fn
-            thread.name = "plait worker (idle)"
+            thread.name = IDLE_WORKER_NAME
             # Idle *before* delivering: the loop may hand out its next job as soon as it
             # has this outcome, and should find this (warm) thread instead of starting
             # another one. A new job cannot start before this one's references are
@@ -83,17 +90,27 @@ class _Worker:
                 import traceback
 
                 traceback.print_exc()
+            finally:
+                global _busy
+                with _lock:
+                    _busy -= 1
             value = error = deliver = None  # type: ignore[assignment]
 
 
+IDLE_WORKER_NAME = "plait worker (idle)"
 _lock = threading.Lock()
 _idle: list[_Worker] = []
 _all: set[_Worker] = set()
+# Jobs handed out and not yet delivered. Its decrement follows the delivery: once it is
+# 0, every outcome is in its loop's thread-safe queue already.
+_busy = 0
 
 
 def start_thread_soon(fn: Callable[[], Any], deliver: Deliver, name: str = "plait worker") -> None:
     """Run ``fn()`` in a worker thread, then call ``deliver(value, error)`` there."""
+    global _busy
     with _lock:
+        _busy += 1
         worker = _idle.pop() if _idle else None
         if worker is None:
             worker = _Worker()
@@ -108,8 +125,28 @@ def start_thread_soon(fn: Callable[[], Any], deliver: Deliver, name: str = "plai
         except BaseException:
             with _lock:
                 _all.discard(worker)
+                _busy -= 1
             raise
     worker._wake.release()
+
+
+def _forget_after_fork() -> None:
+    # The child of a fork has none of the workers (threads do not survive a fork):
+    # start afresh, or a job would go to a worker that does not exist and never end.
+    global _lock, _busy
+    _lock = threading.Lock()
+    _idle.clear()
+    _all.clear()
+    _busy = 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def jobs_in_flight() -> int:
+    """Jobs started and not yet delivered, in every thread."""
+    return _busy
 
 
 def worker_count() -> tuple[int, int]:
