@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP_FLAGS := --quiet --disable-pip-version-check --no-input
 
-.PHONY: demo test check lint format typecheck pytest pytest-others bench clean
+.PHONY: demo test check lint format typecheck pytest pytest-others asyncio-suite bench clean
 
 $(VENV)/.stamp: pyproject.toml
 	@test -n "$(PRIMARY)" || { echo "no python3.11+ interpreter found" >&2; exit 1; }
@@ -52,7 +52,15 @@ pytest-others: $(foreach v,$(OTHER_VERSIONS),.venv-$(v)/.stamp)
 	    --cov-report=term:skip-covered || exit 1; \
 	done
 
-test: check pytest pytest-others
+# CPython's own asyncio test suite on plait's loop (issue 8), for every interpreter:
+# tests/cpython_asyncio/run.py; the tests it skips are listed, with why, next to it.
+asyncio-suite: $(VENV)/.stamp $(foreach v,$(OTHER_VERSIONS),.venv-$(v)/.stamp)
+	$(PY) tests/cpython_asyncio/run.py
+	@for v in $(OTHER_VERSIONS); do \
+	  .venv-$$v/bin/python tests/cpython_asyncio/run.py || exit 1; \
+	done
+
+test: check pytest pytest-others asyncio-suite
 
 bench: $(VENV)/.stamp
 	$(PY) -m benchmarks --write docs/benchmarks.md

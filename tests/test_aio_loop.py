@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 
@@ -741,3 +742,35 @@ def test_call_soon_threadsafe_keeps_its_place_among_call_soon(loop):
     loop.call_soon(loop.stop)
     loop.run_forever()
     assert seen == ["threadsafe first", "then call_soon"]
+
+
+def test_a_loop_waiting_only_for_a_signal_is_not_deadlocked():
+    """Nothing but a signal can wake this loop: plait's deadlock check must not fire
+    (the signal comes from a process the loop knows nothing of)."""
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        got = loop.create_future()
+        loop.add_signal_handler(signal.SIGUSR1, got.set_result, "USR1")
+        killer = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                f"import os, time; time.sleep(0.05); os.kill({os.getpid()}, 10)",
+            ],
+        )
+        try:
+            return await got
+        finally:
+            loop.remove_signal_handler(signal.SIGUSR1)
+            killer.wait()
+
+    assert plait.aio.run(main()) == "USR1"
+
+
+def test_an_asyncio_future_nobody_completes_is_a_deadlock():
+    async def main():
+        await asyncio.get_running_loop().create_future()
+
+    with pytest.raises(plait.Deadlock):
+        plait.aio.run(main())

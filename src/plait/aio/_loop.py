@@ -72,6 +72,14 @@ class _TimerHandle(asyncio.TimerHandle):
     _scheduled: bool  # (asyncio's: in the heap, neither fired nor cancelled)
 
 
+def _made_by_caller(handle: Any) -> None:
+    """(debug mode) Make the traceback of where ``handle`` was made end in the caller
+    of the loop's method, not in the method (as asyncio's loops do)."""
+    made_at = handle._source_traceback
+    if made_at:
+        del made_at[-1]
+
+
 def _stop_when_done(future: asyncio.Future[Any]) -> None:
     future.get_loop().stop()
 
@@ -121,6 +129,8 @@ class EventLoop(_AbstractEventLoop):  # type: ignore[misc]
         self._asyncgens_shutdown_called = False
         self._signal_handlers: dict[int, asyncio.Handle] = {}
         self._signals_before: dict[int, Any] = {}  # the handlers ours replaced
+        # socket transports by fd (add_reader() and sock_*() on their fds are refused)
+        self._transports: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "running" if self.is_running() else "idle"
@@ -382,6 +392,8 @@ class EventLoop(_AbstractEventLoop):  # type: ignore[misc]
             self._check_thread()
             self._check_callback(callback, "call_soon")
         handle = asyncio.Handle(callback, args, self, context)
+        if self._debug:
+            _made_by_caller(handle)
         self._ready.append(handle)
         return handle
 
@@ -395,6 +407,8 @@ class EventLoop(_AbstractEventLoop):  # type: ignore[misc]
         if self._debug:
             self._check_callback(callback, "call_soon_threadsafe")
         handle = asyncio.Handle(callback, args, self, context)
+        if self._debug:
+            _made_by_caller(handle)
         # Straight into the ready queue (a deque: appending is thread-safe), so that
         # it keeps its place among call_soon()s of the loop's own thread; then wake the
         # loop if it polls.
@@ -411,7 +425,10 @@ class EventLoop(_AbstractEventLoop):  # type: ignore[misc]
     ) -> asyncio.TimerHandle:
         if delay is None:
             raise TypeError("delay must not be None")
-        return self.call_at(self.time() + delay, callback, *args, context=context)
+        timer = self.call_at(self.time() + delay, callback, *args, context=context)
+        if self._debug:
+            _made_by_caller(timer)
+        return timer
 
     def call_at(
         self,
@@ -427,6 +444,8 @@ class EventLoop(_AbstractEventLoop):  # type: ignore[misc]
             self._check_thread()
             self._check_callback(callback, "call_at")
         timer = _TimerHandle(when, callback, args, self, context)
+        if self._debug:
+            _made_by_caller(timer)
         timer._entry = self._timers.push(when, self._timer_due, timer)
         timer._scheduled = True
         return timer
@@ -521,7 +540,19 @@ class EventLoop(_AbstractEventLoop):  # type: ignore[misc]
                 logger.error("Exception in default exception handler", exc_info=True)
             return
         try:
-            handler(self, context)
+            # In the context of what failed (its task, future or handle), as asyncio's
+            # loops do (3.12+): a handler reading context variables sees its values.
+            thing = context.get("task")
+            if thing is None:
+                thing = context.get("future")  # (a Task, sometimes)
+            if thing is None:
+                thing = context.get("handle")
+            get_context = getattr(thing, "get_context", None)
+            ctx = get_context() if get_context is not None else None
+            if isinstance(ctx, contextvars.Context):
+                ctx.run(handler, self, context)
+            else:
+                handler(self, context)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
@@ -577,7 +608,19 @@ class EventLoop(_AbstractEventLoop):  # type: ignore[misc]
         self._check_closed()
         if self._debug:
             self._check_callback(callback, "add_reader" if which == READABLE else "add_writer")
-        self._plait._set_fd_handle(which, _fileno(fd), asyncio.Handle(callback, args, self, None))
+        fileno = _fileno(fd)
+        self._check_no_transport(fd, fileno)
+        self._plait._set_fd_handle(which, fileno, asyncio.Handle(callback, args, self, None))
+
+    def _check_no_transport(self, fd: Any, fileno: int) -> None:
+        """Refuse to watch (or stop watching) the socket of an open transport: its
+        callbacks would replace the transport's (as asyncio's loops refuse)."""
+        transport = self._transports.get(fileno)
+        if transport is not None and not transport.is_closing():
+            raise RuntimeError(
+                f"File descriptor {fd!r} is used by transport {transport!r}: close the "
+                "transport first, or read and write through it"
+            )
 
     # (for transports: fds known to be valid, callbacks known to be right)
     def _add_reader(self, fd: int, callback: Callable[[], object]) -> None:
@@ -604,14 +647,18 @@ class EventLoop(_AbstractEventLoop):  # type: ignore[misc]
         self._fd_handle(WRITABLE, fd, callback, args)
 
     def remove_reader(self, fd: Any) -> bool:
+        fileno = _fileno(fd)
+        self._check_no_transport(fd, fileno)
         if self._closed:
             return False
-        return self._plait._clear_fd_callback(READABLE, _fileno(fd))
+        return self._plait._clear_fd_callback(READABLE, fileno)
 
     def remove_writer(self, fd: Any) -> bool:
+        fileno = _fileno(fd)
+        self._check_no_transport(fd, fileno)
         if self._closed:
             return False
-        return self._plait._clear_fd_callback(WRITABLE, _fileno(fd))
+        return self._plait._clear_fd_callback(WRITABLE, fileno)
 
     # -- executors ---------------------------------------------------------------------
 
@@ -688,6 +735,7 @@ class EventLoop(_AbstractEventLoop):  # type: ignore[misc]
             raise
         if sig not in self._signal_handlers:
             self._signals_before[sig] = previous
+            self._plait._external_wakers += 1  # a signal may wake it: no plait.Deadlock
         self._signal_handlers[sig] = handle
         signal.siginterrupt(sig, False)  # (interrupted system calls are restarted)
 
@@ -697,6 +745,7 @@ class EventLoop(_AbstractEventLoop):  # type: ignore[misc]
         handle = self._signal_handlers.pop(sig, None)
         if handle is None:
             return False
+        self._plait._external_wakers -= 1
         handle.cancel()
         previous = self._signals_before.pop(sig, None)
         if previous is None:
@@ -830,11 +879,18 @@ class EventLoop(_AbstractEventLoop):  # type: ignore[misc]
                 future.set_result(result)
 
         fd = sock.fileno()
-        self._fd_handle(which, fd, ready, ())
+        self._check_closed()
+        self._check_no_transport(sock, fd)
+        handle = asyncio.Handle(ready, (), self, None)
+        self._plait._set_fd_handle(which, fd, handle)
         try:
             return await future
         finally:
-            self._plait._clear_fd_callback(which, fd)
+            # (unless a later sock_* call on this fd replaced ours meanwhile, which
+            # cancelled ours: as when a cancelled sock_recv() is followed at once by
+            # another, whose reader must stay)
+            if not handle.cancelled():
+                self._plait._clear_fd_callback(which, fd)
 
     async def sock_recv(self, sock: socket.socket, nbytes: int) -> bytes:
         """Receive up to ``nbytes`` from the non-blocking socket ``sock``."""
@@ -1015,18 +1071,46 @@ class EventLoopPolicy(asyncio.events.BaseDefaultEventLoopPolicy):
 
     _loop_factory = EventLoop
 
-    # (Python < 3.14 declares these; asyncio's own Unix loops use a child watcher to
-    # learn that a subprocess exited. plait's loop learns it by itself.)
+    # Child watchers (Python < 3.14; deprecated from 3.12): asyncio's own Unix loops
+    # learn that a subprocess exited from the watcher the policy holds. plait's loop
+    # watches its subprocesses itself (a pidfd, or a waitid thread) and never asks the
+    # watcher; the policy keeps one, as asyncio's does, for code that sets or gets it.
+    # (A watcher that reaps every child, asyncio.FastChildWatcher, takes the exit
+    # status of plait's subprocesses too: do not use one with plait's loop.)
+    _watcher: Any = None
+
     def get_child_watcher(self) -> Any:
-        raise NotImplementedError(
-            "plait.aio.EventLoop needs no asyncio child watcher: it watches its "
-            "subprocesses itself"
-        )
+        _child_watcher_deprecated("get_child_watcher")
+        if self._watcher is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self._watcher = asyncio.ThreadedChildWatcher()  # type: ignore[attr-defined,unused-ignore]
+        return self._watcher
 
     def set_child_watcher(self, watcher: Any) -> None:
-        raise NotImplementedError(
-            "plait.aio.EventLoop needs no asyncio child watcher: it watches its "
-            "subprocesses itself"
+        if watcher is not None and not isinstance(
+            watcher,
+            asyncio.AbstractChildWatcher,  # type: ignore[attr-defined,unused-ignore]
+        ):
+            raise TypeError(f"expected an asyncio.AbstractChildWatcher or None, got {watcher!r}")
+        if self._watcher is not None:
+            self._watcher.close()
+        self._watcher = watcher
+        _child_watcher_deprecated("set_child_watcher")
+
+    def set_event_loop(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        super().set_event_loop(loop)
+        # as asyncio's Unix policy: the watcher follows the main thread's loop
+        if self._watcher is not None and threading.current_thread() is threading.main_thread():
+            self._watcher.attach_loop(loop)
+
+
+def _child_watcher_deprecated(name: str) -> None:
+    if sys.version_info >= (3, 12):
+        warnings.warn(
+            f"{name!r} is deprecated as of Python 3.12 and will be removed in Python 3.14.",
+            DeprecationWarning,
+            stacklevel=3,
         )
 
 

@@ -19,16 +19,19 @@ import collections.abc
 import errno
 import functools
 import itertools
+import logging
 import os
 import socket
 import ssl as ssl_module
 import stat
 import sys
 import weakref
-from asyncio import sslproto
+from asyncio import sslproto, trsock
 from typing import Any
 
 from ._transports import DatagramTransport, SocketTransport
+
+logger = logging.getLogger("asyncio")
 
 __all__ = [
     "Server",
@@ -267,7 +270,7 @@ class Server(asyncio.AbstractServer):
         backlog: int,
         handshake_timeout: float | None,
         shutdown_timeout: float | None,
-        unix_path: str | None = None,
+        unix_path: tuple[str, int] | None = None,
     ) -> None:
         self._loop = loop
         self._sockets: list[socket.socket] | None = sockets
@@ -309,8 +312,12 @@ class Server(asyncio.AbstractServer):
         return self._serving
 
     @property
-    def sockets(self) -> tuple[socket.socket, ...]:
-        return () if self._sockets is None else tuple(self._sockets)
+    def sockets(self) -> tuple[trsock.TransportSocket, ...]:
+        """The listening sockets, as asyncio gives them: wrapped in
+        ``asyncio.trsock.TransportSocket`` (no I/O, no closing: the server owns them)."""
+        if self._sockets is None:
+            return ()
+        return tuple(trsock.TransportSocket(sock) for sock in self._sockets)
 
     def _start_serving(self) -> None:
         if self._serving or self._sockets is None:
@@ -385,7 +392,7 @@ class Server(asyncio.AbstractServer):
             self._loop._forget_fd(sock.fileno())
             sock.close()
         if self._unix_path is not None:
-            _remove_socket_file(self._unix_path)
+            _remove_socket_file(*self._unix_path)
         self._serving = False
         if self._serving_forever is not None and not self._serving_forever.done():
             self._serving_forever.cancel()
@@ -432,11 +439,16 @@ class Server(asyncio.AbstractServer):
         await waiter
 
 
-def _remove_socket_file(path: str) -> None:
+def _remove_socket_file(path: str, inode: int) -> None:
+    """Remove the Unix socket file ``path`` unless it is gone, or another socket
+    (another inode) has replaced it."""
     try:
-        os.unlink(path)
+        if os.stat(path).st_ino == inode:
+            os.unlink(path)
     except FileNotFoundError:
         pass
+    except OSError as exc:
+        logger.error("Unable to clean up listening UNIX socket %r: %r", path, exc)
 
 
 async def create_server(
@@ -591,7 +603,7 @@ async def create_unix_server(
     if isinstance(ssl, bool):
         raise TypeError("ssl argument must be an SSLContext or None")
     _check_ssl(ssl, ssl_handshake_timeout, ssl_shutdown_timeout)
-    unix_path = None
+    unix_path: tuple[str, int] | None = None
     if path is not None:
         if sock is not None:
             raise ValueError("path and sock can not be specified at the same time")
@@ -602,8 +614,6 @@ async def create_unix_server(
                     os.remove(path)  # a stale socket file of an earlier server
             except FileNotFoundError:
                 pass
-            if cleanup_socket:
-                unix_path = path
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.bind(path)
@@ -617,6 +627,15 @@ async def create_unix_server(
             raise ValueError("path was not specified, and no sock specified")
         if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
             raise ValueError(f"A UNIX Domain Stream Socket was expected, got {sock!r}")
+    if cleanup_socket:
+        # close() removes the socket file (given as a path or bound already), if it
+        # is still this socket's then (same inode); not an abstract socket's name
+        bound = sock.getsockname()
+        if bound and bound[0] not in ("\0", 0):
+            try:
+                unix_path = (bound, os.stat(bound).st_ino)
+            except FileNotFoundError:
+                pass
     sock.setblocking(False)
     server = Server(
         loop,
@@ -673,7 +692,11 @@ async def start_tls(
         raise TypeError(
             f"sslcontext is expected to be an instance of ssl.SSLContext, got {sslcontext!r}"
         )
-    if not isinstance(transport, SocketTransport):
+    # (or a TLS transport, asyncio's: TLS over TLS)
+    if not isinstance(transport, asyncio.Transport) or not (
+        isinstance(transport, SocketTransport)
+        or getattr(transport, "_start_tls_compatible", False)
+    ):
         raise TypeError(f"transport {transport!r} is not supported by start_tls()")
     waiter = loop.create_future()
     ssl_protocol = sslproto.SSLProtocol(
@@ -901,19 +924,29 @@ async def sendfile(
 ) -> int:
     if transport.is_closing():
         raise RuntimeError("Transport is closing")
+    if isinstance(transport, asyncio.DatagramTransport):
+        raise RuntimeError(
+            f"sendfile is not supported for transport {transport!r}: it sends datagrams, "
+            "not a stream"
+        )
     check_sendfile(file, offset, count)
     native = type(transport) is SocketTransport
     if not native and not fallback:
         raise asyncio.SendfileNotAvailableError(
-            f"sendfile is not available for transport {transport!r}"
+            f"fallback is disabled and native sendfile is not supported for transport "
+            f"{transport!r} (os.sendfile works on plain socket transports; pass "
+            "fallback=True to copy through the transport)"
         )
     drain = _Drain(transport)
     transport.set_protocol(drain)
     try:
         if native:
-            await drain.flush()
+            reading = transport.is_reading()
             transport.pause_reading()
+            transport._sendfile_busy = True  # (write() refuses: it would interleave)
+            del loop._transports[transport._fileno]  # (lent to sock_sendfile)
             try:
+                await drain.flush()
                 return int(
                     await loop.sock_sendfile(
                         transport._sock, file, offset, count, fallback=fallback
@@ -923,15 +956,19 @@ async def sendfile(
                 if not fallback:
                     raise
             finally:
-                transport.resume_reading()
+                transport._sendfile_busy = False
+                if not transport.is_closing():  # (else its fd may be another's already)
+                    loop._transports[transport._fileno] = transport
+                if reading:
+                    transport.resume_reading()
 
         async def send(block: bytes) -> None:
             await drain.drain()
             transport.write(block)
 
-        total = await copy_file(loop, file, offset, count, send)
-        await drain.drain()
-        return total
+        # (no drain after the last block, as in asyncio: a peer that closes once it
+        # has it all must not turn the sendfile into a ConnectionError)
+        return await copy_file(loop, file, offset, count, send)
     finally:
         drain.restore()
 

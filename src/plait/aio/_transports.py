@@ -27,6 +27,7 @@ import os
 import socket
 import stat
 import warnings
+from asyncio import trsock
 from typing import Any
 
 __all__ = ["DatagramTransport", "PipeTransport", "SocketTransport", "set_result_unless_cancelled"]
@@ -182,18 +183,21 @@ class SocketTransport(_Ending, asyncio.Transport):
         self._closing = False
         self._paused = False  # reading paused by the protocol
         self._eof = False  # write_eof() called
+        self._sendfile_busy = False  # loop.sendfile() sends on the socket itself
         self._protocol_paused = False  # we told the protocol to pause writing
         self._high_water = _HIGH_WATER
         self._low_water = _HIGH_WATER // 4
         if server is not None:
             server._attach(self)
+        if not isinstance(sock, _PipeEnd):  # (pipes are not sockets: as in asyncio)
+            loop._transports[self._fileno] = self
         loop.call_soon(protocol.connection_made, self)
         loop.call_soon(self._start_reading)
         if waiter is not None:
             loop.call_soon(set_result_unless_cancelled, waiter, None)
 
     def _describe(self, sock: socket.socket) -> None:
-        self._extra["socket"] = sock
+        self._extra["socket"] = trsock.TransportSocket(sock)  # (as asyncio's transports)
         for key, get in (("sockname", sock.getsockname), ("peername", sock.getpeername)):
             if key not in self._extra:
                 try:
@@ -284,6 +288,11 @@ class SocketTransport(_Ending, asyncio.Transport):
             )
         if self._eof:
             raise RuntimeError("Cannot call write() after write_eof()")
+        if self._sendfile_busy:
+            raise RuntimeError(
+                "unable to write: sendfile is in progress on this transport (await "
+                "loop.sendfile() before writing more)"
+            )
         if not data:
             return
         if self._sock is None or self._conn_lost:
@@ -479,7 +488,7 @@ class DatagramTransport(_Ending, asyncio.DatagramTransport, asyncio.Transport):
         waiter: asyncio.Future[None] | None = None,
     ) -> None:
         super().__init__()
-        self._extra: dict[str, Any] = {"socket": sock}
+        self._extra: dict[str, Any] = {"socket": trsock.TransportSocket(sock)}
         for key, get in (("sockname", sock.getsockname), ("peername", sock.getpeername)):
             try:
                 self._extra[key] = get()
@@ -497,6 +506,7 @@ class DatagramTransport(_Ending, asyncio.DatagramTransport, asyncio.Transport):
         self._protocol_paused = False
         self._high_water = _HIGH_WATER
         self._low_water = _HIGH_WATER // 4
+        loop._transports[self._fileno] = self
         loop.call_soon(protocol.connection_made, self)
         loop.call_soon(self._start_reading)
         if waiter is not None:
