@@ -520,3 +520,73 @@ def test_datagram_transports_are_transports():
         return isinstance(transport, asyncio.Transport | asyncio.DatagramTransport)
 
     assert run(main()) is True
+
+
+def test_happy_eyeballs_starts_the_next_address_when_the_first_is_slow():
+    """The first address never answers (a listener whose backlog is full drops the
+    SYN); with happy_eyeballs_delay the second attempt starts after the delay and
+    wins, and the first is cancelled."""
+    slow = socket.socket()
+    slow.bind(("127.0.0.1", 0))
+    slow.listen(0)
+    filler = socket.create_connection(slow.getsockname())  # fills the backlog
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        good = server.sockets[0].getsockname()
+        infos = [
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", slow.getsockname()),
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", good),
+        ]
+
+        async def getaddrinfo(*args, **kwargs):
+            return infos
+
+        loop.getaddrinfo = getaddrinfo  # the name resolves to both addresses
+        try:
+            transport, _ = await loop.create_connection(
+                asyncio.Protocol, "both.example", 0, happy_eyeballs_delay=0.05
+            )
+            peer = transport.get_extra_info("peername")
+            transport.close()
+            # without happy eyeballs the attempts are one after the other: stuck
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(
+                    loop.create_connection(asyncio.Protocol, "both.example", 0), 0.2
+                )
+            return peer, good
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    try:
+        peer, good = run(main())
+    finally:
+        filler.close()
+        slow.close()
+    assert peer == good
+
+
+def test_happy_eyeballs_reports_every_failure():
+    async def main():
+        loop = asyncio.get_running_loop()
+        ports = []
+        for _ in range(2):  # two ports with nothing listening: refused at once
+            probe = socket.socket()
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])
+            probe.close()
+        infos = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", p)) for p in ports]
+
+        async def getaddrinfo(*args, **kwargs):
+            return infos
+
+        loop.getaddrinfo = getaddrinfo
+        with pytest.raises(ExceptionGroup) as info:
+            await loop.create_connection(
+                asyncio.Protocol, "none.example", 0, happy_eyeballs_delay=0.05, all_errors=True
+            )
+        return [type(e) for e in info.value.exceptions]
+
+    assert run(main()) == [ConnectionRefusedError, ConnectionRefusedError]

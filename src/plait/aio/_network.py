@@ -26,7 +26,7 @@ import ssl as ssl_module
 import stat
 import sys
 import weakref
-from asyncio import sslproto, trsock
+from asyncio import sslproto, staggered, trsock
 from typing import Any
 
 from ._transports import DatagramTransport, SocketTransport
@@ -180,14 +180,31 @@ async def create_connection(
         if interleave:
             infos = _interleave(infos, interleave)
         exceptions: list[OSError] = []
-        for info in infos:
-            try:
-                sock = await _connect_one(loop, info, local_infos)
-            except OSError as exc:
-                exceptions.append(exc)
-                continue
-            break
+        if happy_eyeballs_delay is None:
+            for info in infos:
+                try:
+                    sock = await _connect_one(loop, info, local_infos)
+                except OSError as exc:
+                    exceptions.append(exc)
+                    continue
+                break
         else:
+            # Happy eyeballs (RFC 8305): a new attempt starts every delay seconds, or
+            # at once when one fails; the first to connect wins, the others are
+            # cancelled (asyncio.staggered is asyncio's, for any loop).
+            async def attempt(info: Any) -> socket.socket:
+                try:
+                    return await _connect_one(loop, info, local_infos)
+                except OSError as exc:
+                    exceptions.append(exc)
+                    raise
+
+            sock, _, _ = await staggered.staggered_race(
+                [functools.partial(attempt, info) for info in infos],
+                happy_eyeballs_delay,
+                loop=loop,
+            )
+        if sock is None:
             try:
                 if all_errors:
                     raise ExceptionGroup("create_connection failed", exceptions)
