@@ -8,24 +8,12 @@ import asyncio
 import ssl
 
 import pytest
-import trustme
 
 import plait
 import plait.aio
 
 aiohttp = pytest.importorskip("aiohttp")
 web = pytest.importorskip("aiohttp.web")
-
-
-@pytest.fixture(scope="module")
-def tls():
-    ca = trustme.CA()
-    cert = ca.issue_cert("localhost", "127.0.0.1")
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(server)
-    client = ssl.create_default_context()
-    ca.configure_trust(client)
-    return server, client
 
 
 def make_app(slow_events: tuple[asyncio.Event, asyncio.Event] | None = None) -> web.Application:

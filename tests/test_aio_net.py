@@ -9,24 +9,12 @@ import socket
 import ssl
 
 import pytest
-import trustme
 
 import plait.aio
 
 
 def run(coro):
     return plait.aio.run(coro)
-
-
-@pytest.fixture(scope="module")
-def tls():
-    ca = trustme.CA()
-    cert = ca.issue_cert("localhost", "127.0.0.1")
-    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(server)
-    client = ssl.create_default_context()
-    ca.configure_trust(client)
-    return server, client
 
 
 async def upper_echo(reader, writer):
