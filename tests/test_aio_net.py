@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import socket
 import ssl
 
@@ -578,3 +579,123 @@ def test_happy_eyeballs_reports_every_failure():
         return [type(e) for e in info.value.exceptions]
 
     assert run(main()) == [ConnectionRefusedError, ConnectionRefusedError]
+
+
+AIO_CHILD_SERVER = r"""
+import asyncio, os, resource, sys
+import plait.aio
+
+async def main():
+    loop = asyncio.get_running_loop()
+    hogs = []
+    recovered = loop.create_future()
+
+    def on_error(loop, context):
+        if context["message"] == "socket.accept() out of system resource":
+            print("BACKOFF", flush=True)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(on_error)
+
+    async def upper(reader, writer):
+        data = await reader.read(100)
+        writer.write(data.upper())
+        await writer.drain()
+        writer.close()
+        if not recovered.done():
+            recovered.set_result(None)
+
+    server = await asyncio.start_server(upper, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 8, hard))
+    try:
+        while True:
+            hogs.append(open(os.devnull))
+    except OSError:
+        pass
+    print("EXHAUSTED", port, flush=True)
+    commands = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(commands), sys.stdin)
+    assert (await commands.readline()).strip() == b"free"
+    for hog in hogs:
+        hog.close()
+    print("FREED", flush=True)
+    await recovered
+    print("RECOVERED", flush=True)
+    assert (await commands.readline()).strip() == b"stop"
+    server.close()
+    await server.wait_closed()
+    print("EXITED", flush=True)
+
+plait.aio.run(main())
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_a_server_out_of_file_descriptors_backs_off_and_keeps_serving(tmp_path):
+    """accept() fails with EMFILE: the exception handler hears of it, the server stops
+    accepting for a moment, and once descriptors are free it serves the clients that
+    waited in the backlog and new ones."""
+    import select
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = str(Path(plait.__file__).resolve().parent.parent)
+    env = dict(os.environ, PYTHONPATH=src + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    stderr_path = tmp_path / "stderr"
+    with stderr_path.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", AIO_CHILD_SERVER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            env=env,
+        )
+    buffer = b""
+
+    def line() -> str:
+        nonlocal buffer
+        while b"\n" not in buffer:
+            assert select.select([proc.stdout], [], [], 30)[0], "the child said nothing"
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            assert chunk, f"the child ended: {stderr_path.read_text(errors='replace')}"
+            buffer += chunk
+        first, buffer = buffer.split(b"\n", 1)
+        return first.decode()
+
+    clients = []
+    try:
+        first = line()
+        assert first.startswith("EXHAUSTED "), first
+        port = int(first.split()[1])
+        client = socket.create_connection(("127.0.0.1", port), timeout=30)
+        clients.append(client)
+        client.sendall(b"hello")
+        assert line() == "BACKOFF"
+        proc.stdin.write(b"free\n")
+        proc.stdin.flush()
+        got = line()
+        while got == "BACKOFF":
+            got = line()
+        assert got == "FREED"
+        assert line() == "RECOVERED"
+        assert client.recv(100) == b"HELLO"
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as late:
+            late.sendall(b"later")
+            assert late.recv(100) == b"LATER"
+        proc.stdin.write(b"stop\n")
+        proc.stdin.flush()
+        assert line() == "EXITED"
+        assert proc.wait(30) == 0
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        for client in clients:
+            client.close()
+        proc.stdin.close()
+        proc.stdout.close()
