@@ -774,3 +774,47 @@ def test_an_asyncio_future_nobody_completes_is_a_deadlock():
 
     with pytest.raises(plait.Deadlock):
         plait.aio.run(main())
+
+
+def test_debug_mode_logs_a_slow_callback_as_asyncio_does(caplog):
+    import time
+
+    async def slow_step():
+        time.sleep(0.03)  # blocks the loop: a slow step of this task
+
+    def slow_callback():
+        time.sleep(0.03)
+
+    def run_on(loop):
+        loop.set_debug(True)
+        loop.slow_callback_duration = 0.02
+        loop.call_soon(slow_callback)
+        task = loop.create_task(slow_step(), name="sleeper")
+        loop.run_until_complete(task)
+        loop.set_debug(False)
+        loop.call_soon(slow_callback)  # not logged: debug mode is off again
+        loop.run_until_complete(asyncio.sleep(0))
+        loop.close()
+
+    with caplog.at_level(logging.WARNING, logger="asyncio"):
+        run_on(plait.aio.new_event_loop())
+
+    def ours_only(records):  # (on a loaded machine another callback may be slow too)
+        return [
+            r.getMessage()
+            for r in records
+            if "slow_callback" in r.getMessage() or "sleeper" in r.getMessage()
+        ]
+
+    ours = ours_only(caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="asyncio"):
+        run_on(asyncio.new_event_loop())
+    theirs = ours_only(caplog.records)
+    assert len(ours) == len(theirs) == 2
+    assert ours[0].startswith("Executing <Handle ") and "slow_callback" in ours[0]
+    assert ours[1].startswith("Executing <Task ") and "name='sleeper'" in ours[1]
+    for mine, reference in zip(ours, theirs, strict=True):
+        assert (
+            mine.split(" took ")[0].split(" ")[:2] == reference.split(" took ")[0].split(" ")[:2]
+        )

@@ -179,6 +179,9 @@ class Loop:
         # Things outside the kernel's sight that may wake a task (open signal receivers,
         # asyncio signal handlers): while any is there, no deadlock is declared.
         self._external_wakers = 0
+        # None, or a function that runs a ready callback in its stead (plait.aio's
+        # debug mode: it times each one).
+        self._callback_watch: Callable[[Any], None] | None = None
         # The Deadlock found in this run, raised when the run ends (see _kernel_deadlock).
         self._deadlock: Deadlock | None = None
         self._idle_waiters: list[list[Any]] = []
@@ -803,6 +806,7 @@ class Loop:
 
         # Run the callbacks that were ready when this step began.
         n = len(ready)
+        watch = self._callback_watch
         while n:
             n -= 1
             handle = ready.popleft()
@@ -813,7 +817,9 @@ class Loop:
             # may be None) and asyncio's keep the callback in the same slots.
             context = handle._context
             try:
-                if context is None:
+                if watch is not None:
+                    watch(handle)  # runs it (and times it: asyncio's debug mode)
+                elif context is None:
                     handle._callback(*handle._args)
                 else:
                     context.run(handle._callback, *handle._args)
@@ -825,7 +831,7 @@ class Loop:
         # A finished callback must not stay alive in this frame while the tasks run:
         # on Python 3.12+ their frames link back here (f_back), and a callback's
         # arguments (e.g. an error handed to a task) would close a reference cycle.
-        handle = context = events = None  # type: ignore[assignment]
+        handle = context = events = watch = None  # type: ignore[assignment]
 
         # Run the tasks that were ready when this step began.
         instruments = self._instruments

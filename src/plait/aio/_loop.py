@@ -120,6 +120,8 @@ class EventLoop(_AbstractEventLoop):  # type: ignore[misc]
         self._host: Any = None  # the plait task that runs while run_forever() does
         self._thread_id: int | None = None
         self._debug = sys.flags.dev_mode or bool(os.environ.get("PYTHONASYNCIODEBUG"))
+        if self._debug:
+            plait_loop._callback_watch = self._run_timed
         self.slow_callback_duration = 0.1
         self._exception_handler: Callable[..., object] | None = None
         self._task_factory: Callable[..., Any] | None = None
@@ -235,6 +237,7 @@ class EventLoop(_AbstractEventLoop):  # type: ignore[misc]
         if executor is not None:
             executor.shutdown(wait=False)
         self._plait._asyncio_loop = None  # (no cycle left between the two loops)
+        self._plait._callback_watch = None
         self._plait.set_exception_handler(None)
         if self._owner:
             self._plait.close()
@@ -599,6 +602,21 @@ class EventLoop(_AbstractEventLoop):  # type: ignore[misc]
 
     def set_debug(self, enabled: bool) -> None:
         self._debug = bool(enabled)
+        self._plait._callback_watch = self._run_timed if self._debug else None
+
+    def _run_timed(self, handle: Any) -> None:
+        """Debug mode: run a ready callback, and log it if it took
+        ``slow_callback_duration`` seconds or more, as asyncio's loop does."""
+        start = self.time()
+        try:
+            if handle._context is None:
+                handle._callback(*handle._args)
+            else:
+                handle._context.run(handle._callback, *handle._args)
+        finally:
+            took = self.time() - start
+            if took >= self.slow_callback_duration:
+                logger.warning("Executing %s took %.3f seconds", _describe_handle(handle), took)
 
     # -- file descriptors --------------------------------------------------------------
 
@@ -1103,6 +1121,12 @@ class EventLoopPolicy(asyncio.events.BaseDefaultEventLoopPolicy):
         # as asyncio's Unix policy: the watcher follows the main thread's loop
         if self._watcher is not None and threading.current_thread() is threading.main_thread():
             self._watcher.attach_loop(loop)
+
+
+def _describe_handle(handle: Any) -> str:
+    # as asyncio's loop says it: a task's step is shown as the task
+    owner = getattr(handle._callback, "__self__", None)
+    return repr(owner) if isinstance(owner, asyncio.Task) else str(handle)
 
 
 def _child_watcher_deprecated(name: str) -> None:
