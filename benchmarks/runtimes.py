@@ -58,6 +58,40 @@ def run_plait_hooked(main: Main) -> float:
     return result
 
 
+@runtime(
+    "plait+empty",
+    modules=("plait",),
+    family="plait",
+    distributions=("plait",),
+    probe=_plait_probe,
+)
+def run_plait_empty(main: Main) -> float:
+    """`plait.run(main, instruments=[plait.abc.Instrument()])`: an instrument that
+    overrides no hook (plait implementations; not in the default runtimes)"""
+    import plait
+    import plait.abc
+
+    result: float = plait.run(main, instruments=[plait.abc.Instrument()])
+    return result
+
+
+@runtime(
+    "plait+tracer",
+    modules=("plait",),
+    family="plait",
+    distributions=("plait",),
+    probe=_plait_probe,
+)
+def run_plait_traced(main: Main) -> float:
+    """`plait.run(main, instruments=[plait.trace.Tracer()])`: every step, wake-up,
+    I/O wait and job recorded (plait implementations; not in the default runtimes)"""
+    import plait
+    import plait.trace
+
+    result: float = plait.run(main, instruments=[plait.trace.Tracer()])
+    return result
+
+
 @runtime("asyncio")
 def run_asyncio(main: Main) -> float:
     """`asyncio.run(main())` with the default (selector) event loop"""
