@@ -14,6 +14,7 @@ from ._core._kernel import Loop
 from ._core._local import current_loop
 from ._core._slowstep import SlowStepDetector
 from ._core._task import Task
+from ._monitor import Monitor, monitor_enabled
 from ._util import public
 
 __all__ = ["current_task", "print_task_tree", "run", "task_tree"]
@@ -27,6 +28,7 @@ def run(
     instruments: Iterable[Instrument] = (),
     name: str | None = None,
     slow_step: float | None = None,
+    monitor: bool | None = None,
 ) -> Any:
     """Run ``fn_or_coro(*args)`` as the main task of a new loop and return its result.
 
@@ -35,13 +37,23 @@ def run(
     time this returns. ``clock`` selects the clock (e.g. ``plait.testing.MockClock``);
     ``instruments`` are ``plait.abc.Instrument`` objects the kernel calls as it runs.
     ``slow_step`` (seconds): log every task step that runs that long without yielding,
-    with the stack where it was blocking (logger ``plait.slow``).
+    with the stack where it was blocking (logger ``plait.slow``). ``monitor=True`` (or
+    ``PLAIT_MONITOR=1`` in the environment, when ``monitor`` is None) lets ``plait ps
+    PID`` and ``plait pstree PID`` show the running tasks (a Unix socket of mode 0600
+    in the user's runtime directory, removed when the run ends).
     Calling ``plait.run`` inside a running plait loop raises ``RuntimeError``.
     """
     if slow_step is not None:
         instruments = [*_instrument_list(instruments), SlowStepDetector(slow_step)]
+    watched = monitor_enabled(monitor)
     with Loop(clock=clock, instruments=instruments) as loop:
-        return loop.run_until_complete(fn_or_coro, *args, name=name)
+        if not watched:
+            return loop.run_until_complete(fn_or_coro, *args, name=name)
+        endpoint = Monitor(loop)
+        try:
+            return loop.run_until_complete(fn_or_coro, *args, name=name)
+        finally:
+            endpoint.close()
 
 
 def _instrument_list(instruments: Iterable[Instrument]) -> list[Instrument]:

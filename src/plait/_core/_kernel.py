@@ -73,8 +73,10 @@ def _raise_cancel() -> Any:
     raise Cancelled
 
 
-# plait's own threads that never call into a loop by themselves
-_QUIET_THREADS = frozenset({IDLE_WORKER_NAME, WATCHDOG_NAME})
+# plait's monitor thread (plait/_monitor.py): it calls in only to read the task tree
+MONITOR_NAME = "plait monitor"
+# plait's own threads that never wake a task
+_QUIET_THREADS = frozenset({IDLE_WORKER_NAME, WATCHDOG_NAME, MONITOR_NAME})
 
 
 class _RootGroup:
