@@ -29,7 +29,7 @@ def run_plait(main: Main) -> float:
     return result
 
 
-def _hooked_instrument() -> object:
+def _every_hook() -> object:
     """A plait instrument that overrides every hook with one that does nothing: the
     price of the hooks themselves."""
     import plait.abc
@@ -42,54 +42,36 @@ def _hooked_instrument() -> object:
     return cls()
 
 
-@runtime(
-    "plait+hooks",
-    modules=("plait",),
-    family="plait",
-    distributions=("plait",),
-    probe=_plait_probe,
-)
-def run_plait_hooked(main: Main) -> float:
-    """`plait.run(main, instruments=[i])`, `i` an instrument overriding every hook with
-    one that does nothing (plait implementations; not in the default runtimes)"""
-    import plait
-
-    result: float = plait.run(main, instruments=[_hooked_instrument()])
-    return result
-
-
-@runtime(
-    "plait+empty",
-    modules=("plait",),
-    family="plait",
-    distributions=("plait",),
-    probe=_plait_probe,
-)
-def run_plait_empty(main: Main) -> float:
-    """`plait.run(main, instruments=[plait.abc.Instrument()])`: an instrument that
-    overrides no hook (plait implementations; not in the default runtimes)"""
-    import plait
+def _no_hook() -> object:
     import plait.abc
 
-    result: float = plait.run(main, instruments=[plait.abc.Instrument()])
-    return result
+    return plait.abc.Instrument()
 
 
-@runtime(
-    "plait+tracer",
-    modules=("plait",),
-    family="plait",
-    distributions=("plait",),
-    probe=_plait_probe,
-)
-def run_plait_traced(main: Main) -> float:
-    """`plait.run(main, instruments=[plait.trace.Tracer()])`: every step, wake-up,
-    I/O wait and job recorded (plait implementations; not in the default runtimes)"""
-    import plait
+def _tracer() -> object:
     import plait.trace
 
-    result: float = plait.run(main, instruments=[plait.trace.Tracer()])
-    return result
+    return plait.trace.Tracer()
+
+
+def _instrumented(name: str, make: Callable[[], object], doc: str) -> None:
+    """Register runtime ``name``: ``plait.run(main, instruments=[make()])``, with the
+    plait implementations (not in the default runtimes: ``--runtimes plait,NAME``)."""
+
+    def run(main: Main) -> float:
+        import plait
+
+        result: float = plait.run(main, instruments=[make()])
+        return result
+
+    run.__doc__ = f"`plait.run(main, instruments=[...])` with {doc} (plait implementations)"
+    runtime(name, modules=("plait",), family="plait", distributions=("plait",),
+            probe=_plait_probe)(run)  # fmt: skip
+
+
+_instrumented("plait+empty", _no_hook, "an instrument that overrides no hook")
+_instrumented("plait+hooks", _every_hook, "an instrument whose every hook does nothing")
+_instrumented("plait+tracer", _tracer, "a plait.trace.Tracer recording everything")
 
 
 @runtime("asyncio")
