@@ -20,6 +20,7 @@ import pytest
 
 import plait
 import plait.aio
+from helpers import isolated
 from plait.aio import EventLoop
 
 
@@ -768,12 +769,16 @@ def test_a_loop_waiting_only_for_a_signal_is_not_deadlocked():
     assert plait.aio.run(main()) == "USR1"
 
 
-def test_an_asyncio_future_nobody_completes_is_a_deadlock():
+def case_an_asyncio_future_nobody_completes_is_a_deadlock():
     async def main():
         await asyncio.get_running_loop().create_future()
 
     with pytest.raises(plait.Deadlock):
         plait.aio.run(main())
+
+
+def test_an_asyncio_future_nobody_completes_is_a_deadlock():
+    isolated(__file__, "case_an_asyncio_future_nobody_completes_is_a_deadlock")
 
 
 def test_debug_mode_logs_a_slow_callback_as_asyncio_does(caplog):

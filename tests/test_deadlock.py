@@ -14,13 +14,14 @@ import time
 import pytest
 
 import plait
+from helpers import isolated
 
 
 def run(main):
     return plait.run(main, name="main")
 
 
-def test_lock_order_inversion():
+def case_lock_order_inversion():
     async def main():
         a, b = plait.Lock(), plait.Lock()
         both_hold = plait.Event()
@@ -50,7 +51,7 @@ def test_lock_order_inversion():
     assert "<locals>.take" in text and "test_deadlock.py" in text
 
 
-def test_tasks_joining_each_other_in_a_chain():
+def case_tasks_joining_each_other_in_a_chain():
     async def main():
         tasks = {}
         ready = plait.Event()
@@ -72,7 +73,7 @@ def test_tasks_joining_each_other_in_a_chain():
     assert "Task._join(<plait.Task #" in text
 
 
-def test_a_queue_nobody_fills():
+def case_a_queue_nobody_fills():
     cleaned = []
 
     async def main():
@@ -95,7 +96,7 @@ def test_a_queue_nobody_fills():
     assert cleaned == ["consumer"]
 
 
-def test_the_main_task_alone_on_an_event():
+def case_the_main_task_alone_on_an_event():
     async def main():
         await plait.Event().wait()
 
@@ -103,7 +104,7 @@ def test_the_main_task_alone_on_an_event():
         run(main)
 
 
-def test_an_error_the_main_task_raised_while_cancelled_is_kept_as_context():
+def case_an_error_the_main_task_raised_while_cancelled_is_kept_as_context():
     async def main():
         try:
             await plait.Event().wait()
@@ -115,7 +116,7 @@ def test_an_error_the_main_task_raised_while_cancelled_is_kept_as_context():
     assert isinstance(info.value.__context__, ValueError)
 
 
-def test_a_deadlock_again_while_cancelling_ends_the_run_at_once():
+def case_a_deadlock_again_while_cancelling_ends_the_run_at_once():
     """A shielded wait that nobody can end, after the first Deadlock: raised now."""
 
     async def main():
@@ -135,7 +136,7 @@ def test_a_deadlock_again_while_cancelling_ends_the_run_at_once():
 # -- no false positives ----------------------------------------------------------------
 
 
-def test_not_while_a_timer_is_set():
+def case_not_while_a_timer_is_set():
     async def main():
         event = plait.Event()
 
@@ -151,7 +152,7 @@ def test_not_while_a_timer_is_set():
     assert run(main) == "woken by a timer"
 
 
-def test_not_while_a_thread_runs():
+def case_not_while_a_thread_runs():
     async def main():
         event = plait.Event()
 
@@ -167,7 +168,7 @@ def test_not_while_a_thread_runs():
     assert run(main) == "woken after a thread"
 
 
-def test_not_while_a_thread_plait_did_not_start_may_call_in():
+def case_not_while_a_thread_plait_did_not_start_may_call_in():
     async def main():
         loop = plait.lowlevel.current_loop()
         event = plait.Event()
@@ -184,7 +185,7 @@ def test_not_while_a_thread_plait_did_not_start_may_call_in():
     assert run(main) == "woken by a foreign thread"
 
 
-def test_not_while_a_process_runs():
+def case_not_while_a_process_runs():
     async def main():
         result = await plait.run_process([sys.executable, "-c", "import time; time.sleep(0.05)"])
         async with plait.ProcessPool(1) as pool:
@@ -194,7 +195,7 @@ def test_not_while_a_process_runs():
     assert run(main) == (0, None)
 
 
-def test_not_while_a_socket_or_pipe_is_awaited():
+def case_not_while_a_socket_or_pipe_is_awaited():
     """The pipe's writer is a process plait knows nothing of: only the fd is awaited."""
 
     async def main():
@@ -212,8 +213,7 @@ def test_not_while_a_socket_or_pipe_is_awaited():
     assert run(main).strip() == b"x"
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-def test_not_while_a_signal_is_awaited():
+def case_not_while_a_signal_is_awaited():
     """The signal comes from a process plait knows nothing of, and no thread."""
 
     async def main():
@@ -234,7 +234,7 @@ def test_not_while_a_signal_is_awaited():
     assert run(main) == signal.SIGUSR1
 
 
-def test_not_in_a_task_group_start_that_completes():
+def case_not_in_a_task_group_start_that_completes():
     async def main():
         async def service(task_status=plait.TASK_STATUS_IGNORED):
             task_status.started("up")
@@ -246,8 +246,7 @@ def test_not_in_a_task_group_start_that_completes():
     assert run(main) == "up"
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-def test_not_while_a_task_sleeps_forever_waiting_for_ctrl_c():
+def case_not_while_a_task_sleeps_forever_waiting_for_ctrl_c():
     """``await plait.sleep_forever()`` is how a program runs until Ctrl-C: the other
     tasks waiting on an event are not deadlocked meanwhile."""
 
@@ -268,3 +267,62 @@ def test_not_while_a_task_sleeps_forever_waiting_for_ctrl_c():
     with pytest.raises(KeyboardInterrupt):
         run(main)
     children[0].wait()
+
+
+# Each case runs in a fresh interpreter (see helpers.isolated).
+
+
+def test_lock_order_inversion():
+    isolated(__file__, "case_lock_order_inversion")
+
+
+def test_tasks_joining_each_other_in_a_chain():
+    isolated(__file__, "case_tasks_joining_each_other_in_a_chain")
+
+
+def test_a_queue_nobody_fills():
+    isolated(__file__, "case_a_queue_nobody_fills")
+
+
+def test_the_main_task_alone_on_an_event():
+    isolated(__file__, "case_the_main_task_alone_on_an_event")
+
+
+def test_an_error_the_main_task_raised_while_cancelled_is_kept_as_context():
+    isolated(__file__, "case_an_error_the_main_task_raised_while_cancelled_is_kept_as_context")
+
+
+def test_a_deadlock_again_while_cancelling_ends_the_run_at_once():
+    isolated(__file__, "case_a_deadlock_again_while_cancelling_ends_the_run_at_once")
+
+
+def test_not_while_a_timer_is_set():
+    isolated(__file__, "case_not_while_a_timer_is_set")
+
+
+def test_not_while_a_thread_runs():
+    isolated(__file__, "case_not_while_a_thread_runs")
+
+
+def test_not_while_a_thread_plait_did_not_start_may_call_in():
+    isolated(__file__, "case_not_while_a_thread_plait_did_not_start_may_call_in")
+
+
+def test_not_while_a_process_runs():
+    isolated(__file__, "case_not_while_a_process_runs")
+
+
+def test_not_while_a_socket_or_pipe_is_awaited():
+    isolated(__file__, "case_not_while_a_socket_or_pipe_is_awaited")
+
+
+def test_not_while_a_signal_is_awaited():
+    isolated(__file__, "case_not_while_a_signal_is_awaited")
+
+
+def test_not_in_a_task_group_start_that_completes():
+    isolated(__file__, "case_not_in_a_task_group_start_that_completes")
+
+
+def test_not_while_a_task_sleeps_forever_waiting_for_ctrl_c():
+    isolated(__file__, "case_not_while_a_task_sleeps_forever_waiting_for_ctrl_c")

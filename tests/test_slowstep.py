@@ -9,6 +9,7 @@ import time
 import pytest
 
 import plait
+from helpers import isolated
 from plait._core._slowstep import SlowStepDetector
 
 
@@ -63,12 +64,16 @@ def test_quick_steps_are_not_reported_and_the_watchdog_stops(caplog):
     assert not any(t.name == "plait watchdog" for t in threading.enumerate())
 
 
-def test_a_deadlock_is_still_found_with_the_watchdog_running():
+def case_a_deadlock_is_still_found_with_the_watchdog_running():
     async def main():
         await plait.Event().wait()
 
     with pytest.raises(plait.Deadlock):
         plait.run(main, slow_step=10)
+
+
+def test_a_deadlock_is_still_found_with_the_watchdog_running():
+    isolated(__file__, "case_a_deadlock_is_still_found_with_the_watchdog_running")
 
 
 @pytest.mark.parametrize(
