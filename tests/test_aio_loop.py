@@ -823,3 +823,29 @@ def test_debug_mode_logs_a_slow_callback_as_asyncio_does(caplog):
         assert (
             mine.split(" took ")[0].split(" ")[:2] == reference.split(" took ")[0].split(" ")[:2]
         )
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_a_task_exception_never_retrieved_is_reported_at_once(debug):
+    """Without the cyclic GC: the failed task is freed by reference counting as soon
+    as nothing holds it (also in debug mode, where the loop times each callback)."""
+    contexts = []
+
+    async def fail():
+        raise ZeroDivisionError
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda loop, context: contexts.append(context))
+        asyncio.ensure_future(fail())
+        await asyncio.sleep(0)
+        return len(contexts)
+
+    gc.disable()
+    try:
+        with asyncio.Runner(debug=debug, loop_factory=plait.aio.new_event_loop) as runner:
+            seen = runner.run(main())
+    finally:
+        gc.enable()
+    assert seen == 1
+    assert contexts[0]["message"] == "Task exception was never retrieved"

@@ -617,6 +617,11 @@ class EventLoop(_AbstractEventLoop):  # type: ignore[misc]
             took = self.time() - start
             if took >= self.slow_callback_duration:
                 logger.warning("Executing %s took %.3f seconds", _describe_handle(handle), took)
+            # Python 3.12+: the frames the callback ran (a task's coroutine, kept by its
+            # exception's traceback) link back here; holding the handle (and through it
+            # the task) would make a cycle, and the task would not be freed -- nor its
+            # "exception was never retrieved" reported -- until the cyclic GC runs.
+            handle = None
 
     # -- file descriptors --------------------------------------------------------------
 
