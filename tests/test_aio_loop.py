@@ -837,7 +837,7 @@ def test_a_task_exception_never_retrieved_is_reported_at_once(debug):
     async def main():
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(lambda loop, context: contexts.append(context))
-        asyncio.ensure_future(fail())
+        asyncio.ensure_future(fail())  # noqa: RUF006 - the point: nothing keeps the task
         await asyncio.sleep(0)
         return len(contexts)
 
