@@ -13,6 +13,7 @@ Determinism: as in tests/test_cluster.py (files, and polls bounded by ``fail_aft
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import signal
 import socket
@@ -53,6 +54,22 @@ def kill_first_try(marker):
         touch(marker, str(os.getpid()))
         os.kill(os.getpid(), signal.SIGKILL)
     return os.getpid()
+
+
+def heartbeat_state(dask_worker):
+    """Is the worker's heartbeat running, and would its logger let the error of a
+    failed heartbeat through?"""
+    failed = logging.LogRecord(
+        "distributed.worker",
+        logging.ERROR,
+        __file__,
+        0,
+        "Failed to communicate with scheduler during heartbeat.",
+        None,
+        None,
+    )
+    running = dask_worker.periodic_callbacks["heartbeat"].is_running()
+    return running, bool(logging.getLogger("distributed.worker").filter(failed))
 
 
 def kill_always(record_dir):
@@ -151,6 +168,24 @@ class TestOwnCluster:
 
         pids = run_with_guard(main)
         assert not any(exists(pid) for pid in pids)
+
+    def test_closing_first_stops_the_worker_heartbeats(self):
+        """Closing a LocalCluster retires its workers and drops their connections; a
+        heartbeat on its way then fails, and the worker logs an ERROR with a traceback
+        to our stderr (dask/distributed#7105; seen once in CI, in the cluster example).
+        Before closing, the pool stops the heartbeats and filters that one error."""
+        from plait.cluster._dask import _quiet_workers
+
+        async def main():
+            async with DaskPool(n_workers=1) as pool:
+                client = pool.client
+                state = await plait.to_thread.run_sync(client.run, heartbeat_state)
+                assert list(state.values()) == [(True, True)]
+                await plait.to_thread.run_sync(_quiet_workers, client)
+                state = await plait.to_thread.run_sync(client.run, heartbeat_state)
+                assert list(state.values()) == [(False, False)]
+
+        run_with_guard(main)
 
     def test_starts_when_port_8787_is_taken(self, port_8787_taken):
         """dask's scheduler serves HTTP on 8787 unless told otherwise, and warns when
