@@ -12,6 +12,7 @@ import ssl
 import pytest
 
 import plait.aio
+from helpers import out_of_fds_dialogue
 
 
 def run(coro):
@@ -638,64 +639,4 @@ def test_a_server_out_of_file_descriptors_backs_off_and_keeps_serving(tmp_path):
     """accept() fails with EMFILE: the exception handler hears of it, the server stops
     accepting for a moment, and once descriptors are free it serves the clients that
     waited in the backlog and new ones."""
-    import select
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    src = str(Path(plait.__file__).resolve().parent.parent)
-    env = dict(os.environ, PYTHONPATH=src + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    stderr_path = tmp_path / "stderr"
-    with stderr_path.open("wb") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", AIO_CHILD_SERVER],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            env=env,
-        )
-    buffer = b""
-
-    def line() -> str:
-        nonlocal buffer
-        while b"\n" not in buffer:
-            assert select.select([proc.stdout], [], [], 30)[0], "the child said nothing"
-            chunk = os.read(proc.stdout.fileno(), 4096)
-            assert chunk, f"the child ended: {stderr_path.read_text(errors='replace')}"
-            buffer += chunk
-        first, buffer = buffer.split(b"\n", 1)
-        return first.decode()
-
-    clients = []
-    try:
-        first = line()
-        assert first.startswith("EXHAUSTED "), first
-        port = int(first.split()[1])
-        client = socket.create_connection(("127.0.0.1", port), timeout=30)
-        clients.append(client)
-        client.sendall(b"hello")
-        assert line() == "BACKOFF"
-        proc.stdin.write(b"free\n")
-        proc.stdin.flush()
-        got = line()
-        while got == "BACKOFF":
-            got = line()
-        assert got == "FREED"
-        assert line() == "RECOVERED"
-        assert client.recv(100) == b"HELLO"
-        with socket.create_connection(("127.0.0.1", port), timeout=30) as late:
-            late.sendall(b"later")
-            assert late.recv(100) == b"LATER"
-        proc.stdin.write(b"stop\n")
-        proc.stdin.flush()
-        assert line() == "EXITED"
-        assert proc.wait(30) == 0
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    finally:
-        for client in clients:
-            client.close()
-        proc.stdin.close()
-        proc.stdout.close()
+    out_of_fds_dialogue(AIO_CHILD_SERVER, tmp_path, waiting_clients=1)

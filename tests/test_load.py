@@ -17,9 +17,7 @@ ephemeral ports.
 
 from __future__ import annotations
 
-import os
 import resource
-import select
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -28,6 +26,7 @@ from pathlib import Path
 import pytest
 
 import plait
+from helpers import ChildLines, child_env
 
 CONNECTIONS = 10_000
 ROUND_TRIPS = 10
@@ -89,21 +88,6 @@ def fd_limit() -> Iterator[None]:
     resource.setrlimit(resource.RLIMIT_NOFILE, old)
 
 
-def read_line(proc: subprocess.Popen[bytes], buffer: bytearray, timeout: float = 30.0) -> str:
-    assert proc.stdout is not None
-    while b"\n" not in buffer:
-        assert select.select([proc.stdout], [], [], timeout)[0], (
-            f"no word from the child in {timeout} s"
-        )
-        chunk = os.read(proc.stdout.fileno(), 4096)
-        assert chunk, f"the child exited (code {proc.wait(30)})"
-        buffer += chunk
-    end = buffer.index(b"\n")
-    line = bytes(buffer[:end]).decode()
-    del buffer[: end + 1]
-    return line
-
-
 async def clients(port: int) -> int:
     connecting = plait.CapacityLimiter(256)
     all_open, all_done = plait.Event(), plait.Event()
@@ -136,8 +120,6 @@ async def clients(port: int) -> int:
 
 @pytest.mark.timeout(120)
 def test_10000_connections_10_round_trips_each(fd_limit: None, tmp_path: Path) -> None:
-    src = str(Path(plait.__file__).resolve().parent.parent)
-    env = dict(os.environ, PYTHONPATH=src + os.pathsep + os.environ.get("PYTHONPATH", ""))
     stderr_path = tmp_path / "stderr"
     with stderr_path.open("wb") as stderr:
         proc = subprocess.Popen(
@@ -145,17 +127,17 @@ def test_10000_connections_10_round_trips_each(fd_limit: None, tmp_path: Path) -
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=stderr,
-            env=env,
+            env=child_env(),
         )
     assert proc.stdin is not None and proc.stdout is not None
-    buffer = bytearray()
     try:
-        word, port = read_line(proc, buffer).split()
+        lines = ChildLines(proc)
+        word, port = lines.next().split()
         assert word == "PORT"
         assert plait.run(clients, int(port)) == CONNECTIONS
         proc.stdin.write(b"stop\n")
         proc.stdin.flush()
-        word, peak, served, errors = read_line(proc, buffer).split()
+        word, peak, served, errors = lines.next().split()
         assert word == "STATS"
         assert (int(peak), int(served), int(errors)) == (CONNECTIONS, CONNECTIONS, 0)
         assert proc.wait(30) == 0

@@ -17,8 +17,6 @@ import resource
 import select
 import socket
 import struct
-import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
@@ -27,6 +25,7 @@ from typing import Any
 import pytest
 
 import plait
+from helpers import out_of_fds_dialogue
 from plait.testing import wait_all_tasks_blocked
 
 
@@ -508,75 +507,6 @@ plait.run(main)
 """
 
 
-class ChildLines:
-    """Reads a child's stdout line by line, never waiting longer than ``timeout``."""
-
-    def __init__(self, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-        self.proc = proc
-        self.timeout = timeout
-        self.buffer = b""
-
-    def next(self) -> str:
-        assert self.proc.stdout is not None
-        while b"\n" not in self.buffer:
-            ready = select.select([self.proc.stdout], [], [], self.timeout)[0]
-            assert ready, f"the child said nothing for {self.timeout} s"
-            chunk = os.read(self.proc.stdout.fileno(), 4096)
-            assert chunk, f"the child closed its stdout (exit code {self.proc.wait(30)})"
-            self.buffer += chunk
-        line, self.buffer = self.buffer.split(b"\n", 1)
-        return line.decode()
-
-
 class TestAcceptBackoff:
     def test_emfile_backs_off_and_recovers(self, tmp_path: Path) -> None:
-        src = str(Path(plait.__file__).resolve().parent.parent)
-        env = dict(os.environ, PYTHONPATH=src + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        stderr_path = tmp_path / "stderr"
-        with stderr_path.open("wb") as stderr:
-            proc = subprocess.Popen(
-                [sys.executable, "-c", CHILD_SERVER],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                env=env,
-            )
-        assert proc.stdin is not None and proc.stdout is not None
-        clients: list[socket.socket] = []
-        try:
-            lines = ChildLines(proc)
-            first = lines.next()
-            assert first.startswith("EXHAUSTED "), first
-            port = int(first.split()[1])
-            for _ in range(2):
-                # The kernel completes the handshake; the server cannot accept it.
-                client = socket.create_connection(("127.0.0.1", port), timeout=30)
-                clients.append(client)
-                client.sendall(b"hello")
-            assert lines.next() == "BACKOFF"
-            proc.stdin.write(b"free\n")
-            proc.stdin.flush()
-            line = lines.next()
-            while line == "BACKOFF":  # logging each retry would be noisy, not wrong
-                line = lines.next()
-            assert line == "FREED"
-            assert lines.next() == "RECOVERED"
-            for client in clients:
-                assert client.recv(100) == b"HELLO", "served once fds were free"
-            with socket.create_connection(("127.0.0.1", port), timeout=30) as late:
-                late.sendall(b"later")
-                assert late.recv(100) == b"LATER"
-            proc.stdin.write(b"stop\n")
-            proc.stdin.flush()
-            assert lines.next() == "EXITED"
-            assert proc.wait(30) == 0
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            print(stderr_path.read_text(errors="replace"), file=sys.stderr)
-            raise
-        finally:
-            for client in clients:
-                client.close()
-            proc.stdin.close()
-            proc.stdout.close()
+        out_of_fds_dialogue(CHILD_SERVER, tmp_path, waiting_clients=2)

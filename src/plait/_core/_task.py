@@ -95,15 +95,18 @@ class Task:
         self._joiners: list[Callable[[Task], object]] | None = None
 
     def __repr__(self) -> str:
+        return f"<plait.Task #{self.id} {self.name!r} {self._state()}>"
+
+    def _state(self) -> str:
+        """ "running", "parked", or how it ended: "returned", "cancelled" or "raised
+        ValueError" (the repr, and the exit events of plait.trace)."""
         if not self._done:
-            state = "parked" if self._abort_fn is not None else "running"
-        elif self._was_cancelled:
-            state = "cancelled"
-        elif self._exception is not None:
-            state = f"failed: {type(self._exception).__name__}"
-        else:
-            state = "done"
-        return f"<plait.Task #{self.id} {self.name!r} {state}>"
+            return "parked" if self._abort_fn is not None else "running"
+        if self._was_cancelled:
+            return "cancelled"
+        if self._exception is not None:
+            return f"raised {type(self._exception).__name__}"
+        return "returned"
 
     # -- the public surface ------------------------------------------------------
 

@@ -86,13 +86,7 @@ class Tracer(Instrument):
         self._last_stepped = task.id
 
     def task_exited(self, task: Task) -> None:
-        if task._was_cancelled:
-            how = "cancelled"
-        elif task._exception is not None:
-            how = f"raised {type(task._exception).__name__}"
-        else:
-            how = "returned"
-        self._exits.append((task.id, self._now(), how))
+        self._exits.append((task.id, self._now(), task._state()))
 
     def before_io_wait(self, timeout: float) -> None:
         self._io_start = self._now()
