@@ -12,6 +12,7 @@ from ._core._inspect import task_tree as _task_tree
 from ._core._instrument import Instrument, Instruments
 from ._core._kernel import Loop
 from ._core._local import current_loop
+from ._core._schedule import SchedulePolicy
 from ._core._slowstep import SlowStepDetector
 from ._core._task import Task
 from ._monitor import Monitor, monitor_enabled
@@ -29,6 +30,7 @@ def run(
     name: str | None = None,
     slow_step: float | None = None,
     monitor: bool | None = None,
+    schedule: SchedulePolicy | None = None,
 ) -> Any:
     """Run ``fn_or_coro(*args)`` as the main task of a new loop and return its result.
 
@@ -41,12 +43,15 @@ def run(
     ``PLAIT_MONITOR=1`` in the environment, when ``monitor`` is None) lets ``plait ps
     PID`` and ``plait pstree PID`` show the running tasks (a Unix socket of mode 0600
     in the user's runtime directory, removed when the run ends).
+    ``schedule``: the order in which tasks that are ready together run; FIFO by default,
+    ``plait.testing.Seeded(seed)`` or ``plait.testing.Replay(log)`` to explore and
+    replay orderings (docs/testing.md).
     Calling ``plait.run`` inside a running plait loop raises ``RuntimeError``.
     """
     if slow_step is not None:
         instruments = [*_instrument_list(instruments), SlowStepDetector(slow_step)]
     watched = monitor_enabled(monitor)
-    with Loop(clock=clock, instruments=instruments) as loop:
+    with Loop(clock=clock, instruments=instruments, schedule=schedule) as loop:
         if not watched:
             return loop.run_until_complete(fn_or_coro, *args, name=name)
         endpoint = Monitor(loop)

@@ -47,6 +47,7 @@ from ._instrument import Instrument, Instruments
 from ._interrupt import install_sigint_handler
 from ._local import run_state
 from ._reactor import READABLE, WRITABLE, Reactor, _fileno
+from ._schedule import SchedulePolicy, check_schedule
 from ._slowstep import WATCHDOG_NAME
 from ._spawn import coerce_coroutine
 from ._task import Task
@@ -155,7 +156,11 @@ class Loop:
     """
 
     def __init__(
-        self, *, clock: Clock | None = None, instruments: Iterable[Instrument] = ()
+        self,
+        *,
+        clock: Clock | None = None,
+        instruments: Iterable[Instrument] = (),
+        schedule: SchedulePolicy | None = None,
     ) -> None:
         if clock is None:
             clock = SystemClock()
@@ -166,6 +171,9 @@ class Loop:
             )
         self._clock = clock
         self._instruments = Instruments(instruments)
+        self._schedule = check_schedule(schedule)
+        if self._schedule is not None:
+            self._schedule._begin()
         self._ready: deque[Handle] = deque()
         self._runq: deque[Task] = deque()
         self._timers = TimerQueue()
@@ -836,6 +844,8 @@ class Loop:
         handle = context = events = watch = None  # type: ignore[assignment]
 
         # Run the tasks that were ready when this step began.
+        if self._schedule is not None and runq:
+            self._schedule._order(runq)  # (plait.testing.Seeded, Replay)
         instruments = self._instruments
         if (
             instruments.before_task_step

@@ -4,11 +4,28 @@ from __future__ import annotations
 
 from .._core._clock import MockClock as MockClock
 from .._core._local import current_loop
+from .._core._schedule import Replay as Replay
+from .._core._schedule import ScheduleLog as ScheduleLog
+from .._core._schedule import SchedulePolicy as SchedulePolicy
+from .._core._schedule import Seeded as Seeded
 from .._util import check_seconds
+from ._explore import ExploreReport as ExploreReport
+from ._explore import explore as explore
 
-__all__ = ["MockClock", "wait_all_tasks_blocked"]
+__all__ = [
+    "ExploreReport",
+    "MockClock",
+    "Replay",
+    "ScheduleLog",
+    "SchedulePolicy",
+    "Seeded",
+    "explore",
+    "wait_all_tasks_blocked",
+]
 
-MockClock.__module__ = "plait.testing"
+for _public in (ExploreReport, MockClock, Replay, ScheduleLog, SchedulePolicy, Seeded):
+    _public.__module__ = "plait.testing"
+del _public
 
 
 async def wait_all_tasks_blocked(cushion: float = 0.0) -> None:
