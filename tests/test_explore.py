@@ -116,7 +116,7 @@ class TestRacesAreFound:
     )
     def test_found_and_replayed_exactly(self, fn: Any, error: type) -> None:
         report = explore(fn)
-        assert report.failed and not report
+        assert report.failed and not report and report.reproducible
         assert report.runs <= 1000 and report.seed == report.runs - 1
         assert isinstance(report.exception, error)
         policy = Replay(report.log)
@@ -182,6 +182,19 @@ class TestRacesAreFound:
 
 
 class TestReport:
+    def test_a_failure_that_does_not_replay_is_reported_as_such(self) -> None:
+        calls = []
+
+        async def fails_on_its_third_call() -> None:
+            calls.append(None)
+            assert len(calls) != 3, "third call"
+
+        report = explore(fails_on_its_third_call)
+        assert report.failed and not report.reproducible
+        assert report.seed == 2 and str(report.exception).startswith("third call")
+        assert "NOT REPRODUCIBLE" in str(report)
+        assert report.log == report.original_log
+
     def test_what_str_says(self) -> None:
         report = explore(staggered_lost_update)
         text = str(report)
@@ -192,8 +205,10 @@ class TestReport:
         assert "Traceback (most recent call last):" in text
         assert 'assert state["n"] == 2' in text
         assert "plait/testing/_explore.py" not in text and "_kernel.py" not in text
-        assert f"steps of the replayed run ({len(report.trace)}):" in text
-        assert "staggered_lost_update#1 first#2" in text
+        assert f"steps of the replayed run ({len(report.trace)}; '|' between batches):" in text
+        assert "staggered_lost_update#1 | staggered_lost_update#1 first#2 | second#3" in text
+        steps = text.split("between batches):\n")[1]
+        assert report.batch_starts[0] == 0 and steps.count("|") == len(report.batch_starts) - 1
         assert report.traceback in text
 
     def test_a_deadlock_shows_its_message_not_plaits_frames(self) -> None:

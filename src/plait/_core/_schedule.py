@@ -103,6 +103,7 @@ class SchedulePolicy:
 
     log: ScheduleLog
     trace: list[str]
+    batch_starts: list[int]  # where each batch begins in trace
 
     def __init__(self) -> None:
         self._reset()
@@ -115,6 +116,7 @@ class SchedulePolicy:
     def _reset(self) -> None:
         self.log = ScheduleLog(seed=getattr(self, "seed", None))
         self.trace = []
+        self.batch_starts: list[int] = []
         self._batches = 0
         self._labels: dict[int, str] = {}
 
@@ -136,6 +138,7 @@ class SchedulePolicy:
                     runq.clear()
                     runq.extend(tasks[i] for i in order)
                     self.log.decisions[batch] = order
+        self.batch_starts.append(len(self.trace))
         labels = self._labels
         for task in runq:
             label = labels.get(task.id)

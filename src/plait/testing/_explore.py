@@ -43,9 +43,12 @@ class ExploreReport:
     ran; and for a failure: ``seed`` (of the failing ``Seeded`` run), ``log`` (its
     shrunk ``ScheduleLog``: replay it with ``plait.testing.Replay(report.log)``),
     ``original_log`` (before shrinking), ``exception`` (raised by the replayed shrunk
-    run), ``traceback`` (its text) and ``trace`` (that run's step trace: one
-    ``name#k`` label per task step). ``str(report)`` says all of it; ``bool(report)``
-    is True when every run passed, so ``assert report, report`` reads well in a test."""
+    run), ``traceback`` (its text), ``trace`` (that run's step trace: one ``name#k``
+    label per task step) and ``batch_starts`` (where each batch begins in it).
+    ``reproducible`` is False when replaying the failing run's schedule did not fail
+    the same way (then the report shows the run as it failed, unshrunk).
+    ``str(report)`` says all of it; ``bool(report)`` is True when every run passed, so
+    ``assert report, report`` reads well in a test."""
 
     def __init__(
         self,
@@ -56,14 +59,18 @@ class ExploreReport:
         original_log: ScheduleLog | None = None,
         exception: BaseException | None = None,
         trace: list[str] | None = None,
+        batch_starts: list[int] | None = None,
+        reproducible: bool = True,
     ) -> None:
         self.failed = exception is not None
+        self.reproducible = reproducible
         self.runs = runs
         self.seed = seed
         self.log = log
         self.original_log = original_log
         self.exception = exception
         self.trace = trace if trace is not None else []
+        self.batch_starts = batch_starts if batch_starts is not None else []
         self.traceback = _format(exception) if exception is not None else ""
 
     def __bool__(self) -> bool:
@@ -74,13 +81,15 @@ class ExploreReport:
             return f"explore: all {self.runs} runs passed (seeds 0 to {self.runs - 1})"
         assert self.log is not None and self.original_log is not None
         if self.log.decisions:
-            how = (
-                f"schedule, shrunk from {len(self.original_log)} decisions "
-                f"({self.original_log.deviations} tasks out of FIFO order) to "
-                f"{len(self.log)} ({self.log.deviations}):"
-            )
+            how = f"schedule, shrunk from {_count(self.original_log)} to {_count(self.log)}:"
         else:
             how = "it fails in plain FIFO order too (no decision needed):"
+        if not self.reproducible:
+            how = (
+                "NOT REPRODUCIBLE: replaying its schedule did not fail the same way, so "
+                "the function depends on more than the schedule (real time, I/O, "
+                "threads, or state kept from one run to the next). Its schedule:"
+            )
         lines = [
             f"explore: run {self.runs} failed (Seeded({self.seed}))",
             how,
@@ -88,10 +97,16 @@ class ExploreReport:
             "",
             self.traceback.rstrip(),
             "",
-            f"steps of the replayed run ({len(self.trace)}):",
+            f"steps of the replayed run ({len(self.trace)}; '|' between batches):",
         ]
-        lines.extend(f"  {line}" for line in _wrap(self.trace))
+        lines.extend(f"  {line}" for line in _wrap(self._batched_trace()))
         return "\n".join(lines)
+
+    def _batched_trace(self) -> list[str]:
+        words = list(self.trace)
+        for start in reversed(self.batch_starts[1:]):
+            words.insert(start, "|")
+        return words
 
     def __repr__(self) -> str:
         if not self.failed:
@@ -100,6 +115,12 @@ class ExploreReport:
             f"<ExploreReport: run {self.runs} failed, seed {self.seed}, "
             f"{type(self.exception).__name__}, log {self.log!r}>"
         )
+
+
+def _count(log: ScheduleLog) -> str:
+    decisions = "decision" if len(log) == 1 else "decisions"
+    tasks = "task" if log.deviations == 1 else "tasks"
+    return f"{len(log)} {decisions} ({log.deviations} {tasks} out of FIFO order)"
 
 
 def _format(exception: BaseException) -> str:
@@ -163,12 +184,12 @@ def explore(
         log = attempt.shrink(original, _signature(error)) if shrink else original
         replay = Replay(log)
         final = attempt(replay)
-        if final is None or _signature(final) != _signature(error):  # pragma: no cover
-            # Not reproducible: the function depends on more than the schedule (real
-            # time, I/O, threads, global state). Report the run as it failed.
-            log, final, trace = original, error, policy.trace
-        else:
-            trace = replay.trace
+        ran: SchedulePolicy = replay
+        reproducible = final is not None and _signature(final) == _signature(error)
+        if not reproducible:
+            # The function depends on more than the schedule (real time, I/O, threads,
+            # state kept between runs): report the run as it failed.
+            log, final, ran = original, error, policy
         shrunk = ScheduleLog(log.decisions, seed=seed)
         return ExploreReport(
             runs=seed + 1,
@@ -176,7 +197,9 @@ def explore(
             log=shrunk,
             original_log=original,
             exception=final,
-            trace=trace,
+            trace=ran.trace,
+            batch_starts=ran.batch_starts,
+            reproducible=reproducible,
         )
     return ExploreReport(runs=runs)
 
