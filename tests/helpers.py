@@ -137,3 +137,44 @@ def out_of_fds_dialogue(child_code: str, tmp_path: Any, waiting_clients: int) ->
             client.close()
         proc.stdin.close()
         proc.stdout.close()
+
+
+def open_in_chromium(path: Any, tmp_path: Any) -> str:
+    """Open the page at ``path`` in a real headless Chromium and return the DOM once its
+    scripts have run; fail on any uncaught JavaScript error. Skips where there is no
+    Chromium, except under CI (``.ci/run`` installs it)."""
+    import os
+    import shutil
+    import subprocess
+
+    import pytest
+
+    browser = next(
+        filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))),
+        None,
+    )
+    if browser is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI needs chromium for this test: .ci/run installs it (apt-get)")
+        pytest.skip("no chromium here (Debian: apt-get install chromium)")
+    result = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--disable-gpu",
+            "--no-sandbox",
+            "--enable-logging=stderr",
+            "--v=0",
+            f"--user-data-dir={tmp_path / 'chromium-profile'}",
+            "--dump-dom",
+            path.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if "Uncaught" in line]
+    assert errors == [], errors
+    return result.stdout
