@@ -149,3 +149,28 @@ def test_a_timeline_of_thousands_of_tasks_scrolls_its_rows(tmp_path):
     assert 100 <= height <= 2000
     spacer = int(re.search(r'<div id="spacer" style="height: (\d+)px;', dom)[1])
     assert height + spacer == 22 + 3002 * 18 + 10  # the whole height, to scroll through
+
+
+def test_a_tracer_added_while_running_records_the_tasks_it_sees():
+    tracer = Tracer()
+
+    async def main():
+        release = plait.Event()
+
+        async def early():
+            await release.wait()
+            await plait.checkpoint()
+
+        async with plait.TaskGroup() as tg:
+            tg.spawn(early, name="early")
+            await plait.testing.wait_all_tasks_blocked()
+            plait.lowlevel.add_instrument(tracer)
+            release.set()
+        plait.lowlevel.remove_instrument(tracer)
+        await plait.checkpoint()  # not recorded
+
+    plait.run(main)
+    # main's steps began or ended without the tracer; early's two steps are recorded.
+    timeline = tracer._timeline()
+    assert [row["name"] for row in timeline["rows"]] == ["early"]
+    assert [step[0] for step in timeline["steps"]] == [0, 0]

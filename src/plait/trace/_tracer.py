@@ -84,6 +84,8 @@ class Tracer(Instrument):
     def after_task_step(self, task: Task) -> None:
         self._steps.append((task.id, self._step_start, self._now()))
         self._last_stepped = task.id
+        if task.id not in self._tasks:  # spawned before the tracer was added
+            self._tasks[task.id] = (task.name, 0)
 
     def task_exited(self, task: Task) -> None:
         self._exits.append((task.id, self._now(), task._state()))
@@ -296,15 +298,18 @@ class Tracer(Instrument):
         for woken, waker, t in self._wakes:
             woken_by.setdefault(woken, []).append((t, waker))
         steps = []
+        seen: dict[int, int] = {}  # task id -> how many of its wakes precede its step
         for task_id, start, end in self._steps:
             if task_id not in index:
                 continue
-            waker = 0
-            for t, who in woken_by.get(task_id, ()):
-                if t <= start:
-                    waker = who
-                else:
-                    break
+            # The waker is the last wake of the task before this step (steps and wakes
+            # are in time order: walk each task's wakes once).
+            wakes = woken_by.get(task_id, ())
+            k = seen.get(task_id, 0)
+            while k < len(wakes) and wakes[k][0] <= start:
+                k += 1
+            seen[task_id] = k
+            waker = wakes[k - 1][1] if k else 0
             steps.append(
                 [index[task_id], round(start * 1e6, 3), round((end - start) * 1e6, 3), waker]
             )
