@@ -25,7 +25,7 @@ $(VENV)/.stamp: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.stamp
-	$(PY) examples/demo.py
+	$(VENV)/bin/plait demo
 
 lint: $(VENV)/.stamp
 	$(VENV)/bin/ruff check src tests benchmarks examples

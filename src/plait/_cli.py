@@ -5,6 +5,7 @@
     plait run [options] -m module [args...]
     plait ps PID
     plait pstree PID
+    plait demo [--clients N] [--duration SECONDS] [--jobs N] [--trace FILE.html]
 
 ``plait run`` loads the script (or module) without running its ``if __name__ ==
 "__main__":`` block, then runs its ``async def main()`` with ``plait.run``: the traces
@@ -56,6 +57,11 @@ def _parser() -> argparse.ArgumentParser:
             "(plait.run(main, monitor=True), PLAIT_MONITOR=1, or 'plait run --monitor').",
         )
         sub.add_argument("pid", type=int, help="the program's process id")
+    commands.add_parser(
+        "demo",
+        help="a showcase: a TCP service, process pool, threads, subprocesses, at once",
+        add_help=False,  # (plait demo --help: the demo's own options)
+    )
     return parser
 
 
@@ -114,6 +120,11 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["demo"]:
+        from ._demo import main as demo
+
+        return demo(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "run":
         return _run(args)
