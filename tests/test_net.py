@@ -507,6 +507,47 @@ plait.run(main)
 """
 
 
+class TestAcceptBurst:
+    def test_queued_connections_are_taken_in_one_wake_up(self) -> None:
+        """50 connections queued at once start their handlers before a busy task gets
+        more than a couple of steps: the accept loop takes what the OS has queued, not
+        one connection per loop iteration."""
+
+        async def main() -> int:
+            started: list[int] = []
+            spins = 0
+            all_started = plait.Event()
+
+            async def handler(stream: plait.SocketStream) -> None:
+                started.append(spins)
+                if len(started) == 50:
+                    all_started.set()
+                await stream.aclose()
+
+            async def spinner() -> None:
+                nonlocal spins
+                while True:
+                    spins += 1
+                    await plait.checkpoint()
+
+            async with plait.TaskGroup() as tg:
+                listeners = await tg.start(plait.serve_tcp, handler, 0, "127.0.0.1")
+                tg.spawn(spinner)
+                await plait.checkpoint()
+                clients = [
+                    socket.create_connection(("127.0.0.1", listeners[0].port)) for _ in range(50)
+                ]  # blocking connects: the kernel queues all 50 before the loop runs again
+                before = spins
+                await all_started.wait()
+                for sock in clients:
+                    sock.close()
+                tg.cancel_scope.cancel()
+            return max(started) - before
+
+        spins_while_accepting = plait.run(main)
+        assert spins_while_accepting <= 3, spins_while_accepting
+
+
 class TestAcceptBackoff:
     def test_emfile_backs_off_and_recovers(self, tmp_path: Path) -> None:
         out_of_fds_dialogue(CHILD_SERVER, tmp_path, waiting_clients=2)

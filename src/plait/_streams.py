@@ -469,6 +469,17 @@ class SocketListener:
         finally:
             self._accepting = False
 
+    def _accept_nowait(self) -> SocketStream | None:
+        """A connection the OS has already queued, taken without waiting; None if there
+        is none, or if the OS refuses one now (the next ``accept()`` reports why)."""
+        if self._closed or self._accepting:
+            return None
+        try:
+            sock, _ = self.socket._sock.accept()
+        except OSError:
+            return None
+        return SocketStream(SocketType(sock))
+
     async def aclose(self) -> None:
         if not self._closed:
             self._closed = True
