@@ -1,5 +1,9 @@
 """``python -m benchmarks [--reps N] [--quick] [--only W[,..]] [--runtimes R[,..]]
-[--write PATH]``: measure, print the table, write the Markdown report."""
+[--write PATH]``: measure, print the table, write the Markdown report and next to it the
+chart (same name, ``.svg``) and the results (``.json``).
+
+``python -m benchmarks --from-json PATH.json [--write PATH]`` renders the table, the
+report and the chart again from saved results, without measuring."""
 
 from __future__ import annotations
 
@@ -10,7 +14,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks import harness, report
+from benchmarks import chart, harness, report
+from benchmarks.harness import Results
 from benchmarks.registry import RUNTIMES, WORKLOADS, load_all
 
 DEFAULT_REPORT = harness.ROOT / "docs" / "benchmarks.md"
@@ -32,7 +37,9 @@ def parser() -> argparse.ArgumentParser:
         description="Compare plait with asyncio, asyncio+uvloop and trio. Each measurement "
         "runs in a fresh subprocess; runtimes alternate round-robin; reports medians.",
     )
-    p.add_argument("--reps", type=int, default=5, help="repetitions per workload and runtime")
+    p.add_argument(
+        "--reps", type=int, default=None, help="repetitions per workload and runtime (5)"
+    )
     p.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
     p.add_argument("--only", metavar="WORKLOAD[,..]", help="run only these workloads")
     p.add_argument(
@@ -43,8 +50,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--write",
         metavar="PATH",
-        help="write the Markdown report here ('-' for none); default: docs/benchmarks.md, "
-        "or none with --quick (quick numbers are meaningless)",
+        help="write the Markdown report here ('-' for none), the chart and the results "
+        "next to it (same name, .svg and .json); default: docs/benchmarks.md, or none with "
+        "--quick (quick numbers are meaningless)",
+    )
+    p.add_argument(
+        "--from-json",
+        metavar="PATH",
+        type=Path,
+        help="do not measure: render the table, report and chart from results saved by an "
+        "earlier run (the .json next to its report); the report shows that run's command",
     )
     p.add_argument(
         "--timeout", type=float, default=None, help="seconds per measurement (600; 60 quick)"
@@ -77,6 +92,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         for r in RUNTIMES.values():
             print(f"runtime  {r.name:<14} {r.unavailable() or 'available'}: {r.doc}")
         return 0
+    results = measure(p, args, argv) if args.from_json is None else load(p, args)
+    if args.write is None:
+        target = None if results.quick else DEFAULT_REPORT
+    else:
+        target = None if args.write == "-" else Path(args.write)
+    if target is not None and target.suffix in (".svg", ".json"):
+        p.error(f"--write {target}: the chart and the results go next to the report (.svg, .json)")
+    print()
+    print(report.table(results))
+    print()
+    print(report.RATIO_NOTE)
+    if target is not None:
+        write(results, target)
+    failed = [c for c in results.cells.values() if c.status and c.status.startswith("error")]
+    return 1 if failed else 0
+
+
+def load(p: argparse.ArgumentParser, args: argparse.Namespace) -> Results:
+    """The results saved in ``args.from_json``; errors if measuring options are given."""
+    given = [o for o in ("reps", "only", "runtimes", "timeout") if vars(args)[o] is not None]
+    if given or args.quick:
+        p.error(f"--from-json renders saved results: no --{(given or ['quick'])[0]}")
+    try:
+        results = Results.from_json(args.from_json.read_text())
+    except (OSError, ValueError) as exc:
+        p.error(f"--from-json {args.from_json}: {exc}")
+    unknown = [w for w in results.workloads if w not in WORKLOADS]
+    unknown += [r for r in results.runtimes if r not in RUNTIMES]
+    if unknown:
+        p.error(f"--from-json {args.from_json}: unknown workload or runtime {unknown[0]!r}")
+    return results
+
+
+def measure(p: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]) -> Results:
     try:
         workloads = names(args.only, list(WORKLOADS), "workload") if args.only else [*WORKLOADS]
         runtimes = (
@@ -86,27 +135,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except argparse.ArgumentTypeError as exc:
         p.error(str(exc))
-    if args.reps < 1:
+    reps = 5 if args.reps is None else args.reps
+    if reps < 1:
         p.error("--reps must be at least 1")
-    if args.write is None:
-        target = None if args.quick else DEFAULT_REPORT
-    else:
-        target = None if args.write == "-" else Path(args.write)
     timeout = args.timeout if args.timeout is not None else (60.0 if args.quick else 600.0)
 
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
     results = harness.run(
-        workloads, runtimes, reps=args.reps, quick=args.quick, timeout=timeout, progress=progress
+        workloads, runtimes, reps=reps, quick=args.quick, timeout=timeout, progress=progress
     )
-    print()
-    print(report.table(results))
-    print()
-    print(report.RATIO_NOTE)
-    if target is not None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(report.markdown(results, command_line(argv)))
-        print(f"\nreport written to {target}")
-    failed = [c for c in results.cells.values() if c.status and c.status.startswith("error")]
-    return 1 if failed else 0
+    results.command = command_line(argv)
+    return results
+
+
+def write(results: Results, target: Path) -> None:
+    """Write the report to ``target``, and next to it the chart (``.svg``) and the
+    results (``.json``), which the report links to."""
+    svg, data = target.with_suffix(".svg"), target.with_suffix(".json")
+    again = command_line(["--from-json", shown(data), "--write", shown(target)])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    text = report.markdown(results, chart=svg.name, data=data.name, rerender=again)
+    target.write_text(text)
+    svg.write_text(chart.svg(results))
+    data.write_text(results.to_json())
+    print(f"\nreport written to {target}, chart to {svg.name}, results to {data.name}")
+
+
+def shown(path: Path) -> str:
+    """``path`` relative to the current directory if it is below it, else absolute."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path.resolve())

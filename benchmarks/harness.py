@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import statistics
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks import machine
 from benchmarks.child import RESULT_MARKER
 from benchmarks.registry import RUNTIMES, WORKLOADS, find_impl
 
@@ -19,6 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 """The repository root: the directory that contains the ``benchmarks`` package."""
 
 BASELINE = "asyncio"
+
+JSON_FORMAT = 1
+"""Version of the JSON form of ``Results`` (``Results.to_json``)."""
 
 
 class MeasurementError(Exception):
@@ -51,6 +56,12 @@ class Results:
     seconds: float = 0.0
     load: tuple[float, float] = (0.0, 0.0)
     """1-minute load average before and after the run (other work on the machine)."""
+    date: dt.datetime | None = None
+    """When the measuring finished (UTC, whole seconds)."""
+    environment: dict[str, str] = field(default_factory=dict)
+    """``machine.describe()`` when the measuring started: python, machine, versions, git."""
+    command: str = ""
+    """The command that measured, as the report shows it."""
 
     def cell(self, workload: str, runtime: str) -> Cell:
         return self.cells[workload, runtime]
@@ -63,6 +74,70 @@ class Results:
         if mine is None or base is None or base == 0:
             return None
         return mine / base
+
+    def to_json(self) -> str:
+        """Everything measured and everything the report says about the measuring (all
+        samples, parameters, environment, load, command), so that the report and the chart
+        can be rendered again without measuring. One cell a line, for readable diffs."""
+        head = {
+            "format": JSON_FORMAT,
+            "command": self.command,
+            "date": None if self.date is None else self.date.isoformat(),
+            "environment": self.environment,
+            "reps": self.reps,
+            "quick": self.quick,
+            "seconds": self.seconds,
+            "load": list(self.load),
+            "workloads": self.workloads,
+            "runtimes": self.runtimes,
+            "params": self.params,
+        }
+        cells = [
+            json.dumps({"workload": w, "runtime": r, "values": c.values, "status": c.status})
+            for w in self.workloads
+            for r in self.runtimes
+            for c in [self.cell(w, r)]
+        ]
+        head_text = json.dumps(head, indent=1).removesuffix("\n}")
+        cells_text = ",\n  ".join(cells)
+        return f'{head_text},\n "cells": [\n  {cells_text}\n ]\n}}\n'
+
+    @classmethod
+    def from_json(cls, text: str) -> Results:
+        """The inverse of ``to_json``; raises ``ValueError`` if ``text`` is not one."""
+        try:
+            doc = json.loads(text)
+            if doc.get("format") != JSON_FORMAT:
+                raise ValueError(f"format {doc.get('format')!r}, not {JSON_FORMAT}")
+            cells = {
+                (c["workload"], c["runtime"]): Cell(
+                    c["workload"], c["runtime"], [float(v) for v in c["values"]], c["status"]
+                )
+                for c in doc["cells"]
+            }
+            results = cls(
+                workloads=list(doc["workloads"]),
+                runtimes=list(doc["runtimes"]),
+                reps=int(doc["reps"]),
+                quick=bool(doc["quick"]),
+                params={w: dict(p) for w, p in doc["params"].items()},
+                cells=cells,
+                seconds=float(doc["seconds"]),
+                load=(float(doc["load"][0]), float(doc["load"][1])),
+                date=None if doc["date"] is None else dt.datetime.fromisoformat(doc["date"]),
+                environment={str(k): str(v) for k, v in doc["environment"].items()},
+                command=str(doc["command"]),
+            )
+        except (KeyError, IndexError, TypeError, AttributeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"not a benchmark results file: {exc!r}") from None
+        except ValueError as exc:
+            raise ValueError(f"not a benchmark results file: {exc}") from None
+        missing = [
+            (w, r) for w in results.workloads for r in results.runtimes if (w, r) not in cells
+        ]
+        if missing or set(results.params) != set(results.workloads):
+            raise ValueError(f"not a benchmark results file: incomplete ({missing[:3]})")
+        return results
 
 
 def child_env() -> dict[str, str]:
@@ -118,6 +193,7 @@ def run(
 
     started = time.perf_counter()
     load_before = os.getloadavg()[0]
+    environment = machine.describe(ROOT)
     params = {w: WORKLOADS[w].sizes(quick) for w in workloads}
     cells = {(w, r): Cell(w, r) for w in workloads for r in runtimes}
     for r in runtimes:
@@ -143,10 +219,18 @@ def run(
                     note = f"{format_value(value)} {WORKLOADS[w].unit}"
                 if progress is not None:
                     progress(f"[rep {rep + 1}/{reps}] {w:<14} {r:<8} {note}")
-    results = Results(list(workloads), list(runtimes), reps, quick, params, cells)
-    results.seconds = time.perf_counter() - started
-    results.load = (load_before, os.getloadavg()[0])
-    return results
+    return Results(
+        list(workloads),
+        list(runtimes),
+        reps,
+        quick,
+        params,
+        cells,
+        seconds=time.perf_counter() - started,
+        load=(load_before, os.getloadavg()[0]),
+        date=dt.datetime.now(dt.UTC).replace(microsecond=0),
+        environment=environment,
+    )
 
 
 def format_value(x: float) -> str:
