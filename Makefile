@@ -45,13 +45,15 @@ pytest: $(VENV)/.stamp
 
 OTHER_VERSIONS := $(foreach p,$(wordlist 2,9,$(PYTHONS)),$(patsubst python%,%,$(notdir $(p))))
 
-# The other interpreters skip the benchmark harness's smoke test (2.5 min each, and
-# the harness runs on the primary one): CI stays near 20 minutes on 2 cores.
+# The other interpreters skip what runs whole programs rather than plait's API: the
+# benchmark harness's smoke test (2.5 min), the examples, the docs' programs and the
+# demo (they run on the primary interpreter): CI stays under 20 minutes on 2 cores.
+ONCE_ONLY := test_benchmarks_smoke.py test_examples.py test_docs.py test_demo.py
 pytest-others: $(foreach v,$(OTHER_VERSIONS),.venv-$(v)/.stamp)
 	@for v in $(OTHER_VERSIONS); do \
 	  echo "== pytest on python$$v"; \
 	  .venv-$$v/bin/python -m pytest -q -p no:cacheprovider --cov=plait --cov-branch \
-	    --cov-report=term:skip-covered --ignore=tests/test_benchmarks_smoke.py || exit 1; \
+	    --cov-report=term:skip-covered $(addprefix --ignore=tests/,$(ONCE_ONLY)) || exit 1; \
 	done
 
 # CPython's own asyncio test suite on plait's loop (issue 8), for every interpreter:

@@ -329,6 +329,7 @@ class UnixSocketListener(SocketListener):
         await super().aclose()
 
 
+@public
 async def open_unix_listener(
     path: str | bytes | os.PathLike[Any], *, backlog: int | None = None, mode: int | None = None
 ) -> UnixSocketListener:

@@ -82,6 +82,7 @@ def _end_of_stream(message: str, partial: bytes) -> EndOfStream:
     return exc
 
 
+@public
 class Stream:
     """A bidirectional byte stream (the interface of ``SocketStream``, ``SSLStream``
     and process pipes).

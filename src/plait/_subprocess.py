@@ -333,6 +333,7 @@ def _close_all(fds: list[int]) -> None:
         os.close(fd)
 
 
+@public
 async def open_process(
     cmd: Command | Sequence[Command],
     *,
@@ -446,6 +447,7 @@ async def _drain(stream: PipeReceiveStream, chunks: list[bytes]) -> None:
         chunks.append(chunk)
 
 
+@public
 async def run_process(
     cmd: Command | Sequence[Command],
     *,

@@ -195,6 +195,7 @@ def _check_timeout(timeout: object) -> float | None:
     return None if seconds == math.inf else seconds
 
 
+@public
 @dataclass(frozen=True, slots=True)
 class ThreadQueueStatistics:
     qsize: int

@@ -27,6 +27,7 @@ from ._run import current_task as current_task
 __all__ = [
     "Abort",
     "Clock",
+    "LoopToken",
     "ParkingLot",
     "ParkingLotStatistics",
     "SystemClock",
@@ -134,3 +135,15 @@ async def wait_readable(fd: Any) -> None:
 async def wait_writable(fd: Any) -> None:
     """Wait until ``fd`` is writable. As :func:`wait_readable`."""
     await _current_loop("plait.lowlevel.wait_writable()")._wait_fd(fd, WRITABLE)
+
+
+for _public in (
+    Clock,
+    SystemClock,
+    ParkingLot,
+    ParkingLotStatistics,
+    schedule_point,
+    wait_task_rescheduled,
+):
+    _public.__module__ = "plait.lowlevel"
+del _public

@@ -23,7 +23,7 @@ __all__ = [
     "wait_all_tasks_blocked",
 ]
 
-for _public in (ExploreReport, MockClock, Replay, ScheduleLog, SchedulePolicy, Seeded):
+for _public in (ExploreReport, MockClock, Replay, ScheduleLog, SchedulePolicy, Seeded, explore):
     _public.__module__ = "plait.testing"
 del _public
 
