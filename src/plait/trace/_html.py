@@ -76,13 +76,6 @@ function x(t) { return LABEL + (t - start) / span * (canvas.width - LABEL - 10);
 function fmt(us) { return us >= 1000 ? (us / 1000).toFixed(3) + " ms" : us.toFixed(1) + " us"; }
 function draw() {
   ctx.clearRect(0, 0, canvas.width, canvas.height);
-  ctx.fillStyle = "#666";
-  for (let i = 0; i <= 10; i++) {
-    const t = start + span * i / 10;
-    const px = x(t);
-    ctx.fillRect(px, TOP - 4, 1, 4);
-    ctx.fillText(fmt(t), px + 2, TOP - 8);
-  }
   const first = Math.max(0, Math.floor(scrolled / ROW));
   const last = Math.min(rows.length, Math.ceil((scrolled + canvas.height - TOP) / ROW));
   for (let i = first; i < last; i++) {
@@ -97,7 +90,7 @@ function draw() {
       ctx.fillRect(Math.max(x0, LABEL), y + 3, Math.max(x1 - Math.max(x0, LABEL), 1), ROW - 6);
     }
   }
-  ctx.clearRect(0, 0, canvas.width, TOP - 1);  // the time axis stays on top
+  ctx.clearRect(0, 0, canvas.width, TOP - 1);  // the time axis, over the rows
   ctx.fillStyle = "#666";
   for (let i = 0; i <= 10; i++) {
     const t = start + span * i / 10;
