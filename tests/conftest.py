@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import ssl
 from collections.abc import Iterator
 
 import pytest
+
+# A shell without job control starts a background command with SIGINT ignored, and the
+# children of this process would inherit that: the tests of Ctrl-C need it delivered.
+# (A handler, unlike SIG_IGN, is not inherited: children start with the default.)
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture

@@ -181,6 +181,24 @@ class TestRacesAreFound:
         assert [type(e) for e in report.exception.exceptions] == [TimeoutError]
 
 
+def test_a_deadlock_is_found_while_another_thread_lives() -> None:
+    """Without a scheduling policy a live thread that plait did not start might call in,
+    so plait.run does not declare a deadlock while one lives. Under Seeded and Replay
+    the run is a closed world: explore reports the deadlock (in a test process other
+    threads are the rule: executors, dask's, earlier tests')."""
+    import threading
+
+    release = threading.Event()
+    bystander = threading.Thread(target=release.wait, name="bystander")
+    bystander.start()
+    try:
+        report = explore(lock_order_inversion)
+    finally:
+        release.set()
+        bystander.join()
+    assert isinstance(report.exception, plait.Deadlock)
+
+
 class TestReport:
     def test_a_failure_that_does_not_replay_is_reported_as_such(self) -> None:
         calls = []
@@ -262,6 +280,23 @@ class TestArguments:
 
         assert explore(fn, 1, "x", runs=2)
         assert seen == [(1, "x"), (1, "x")]
+
+    def test_other_base_exceptions_stop_explore(self) -> None:
+        """A test runner's own exceptions (pytest's outcomes, pytest-timeout's) are
+        BaseExceptions: explore must not take one for a failing run and go on."""
+
+        class RunnerTimeout(BaseException):
+            pass
+
+        runs = []
+
+        async def timed_out() -> None:
+            runs.append(None)
+            raise RunnerTimeout
+
+        with pytest.raises(RunnerTimeout):
+            explore(timed_out)
+        assert len(runs) == 1
 
     def test_keyboard_interrupt_stops_explore(self) -> None:
         async def interrupted() -> None:

@@ -951,7 +951,8 @@ class Loop:
     def _deadlocked(self) -> bool:
         """Nothing but a task can wake any task: no fd is watched, no timer is set (the
         caller knows), no thread, process or signal can reach the loop, and nothing
-        is queued. Conservative: any thread but plait's idle workers may call in."""
+        is queued. Conservative: any thread but plait's idle workers may call in
+        (except under a scheduling policy, see below)."""
         reactor = self._reactor
         if len(reactor._fds) != 1 or reactor._always_ready or self._nfd_callbacks:
             return False
@@ -963,10 +964,14 @@ class Loop:
             return False
         if jobs_in_flight():
             return False  # a to_thread job (or a subprocess's reaper) is running
-        me = threading.current_thread()
-        for thread in threading.enumerate():
-            if thread is not me and thread.name not in _QUIET_THREADS:
-                return False  # it might call in (call_soon_threadsafe, a portal)
+        if self._schedule is None:
+            # Under a scheduling policy (Seeded, Replay) the run is a closed world: a
+            # thread calling in would make it irreproducible anyway, and explore and
+            # test runners keep other threads alive (executors, earlier tests').
+            me = threading.current_thread()
+            for thread in threading.enumerate():
+                if thread is not me and thread.name not in _QUIET_THREADS:
+                    return False  # it might call in (call_soon_threadsafe, a portal)
         # Whatever a finished job or thread handed in is in the queue by now.
         if self._wakeup.queue:
             return False

@@ -160,7 +160,8 @@ def explore(
 
     ``clock``: a callable that returns a new clock for each run (default:
     ``lambda: MockClock(autojump_threshold=0)``). ``shrink=False`` keeps the failing
-    run's own log. ``KeyboardInterrupt`` and ``SystemExit`` stop explore at once.
+    run's own log. A run fails by raising an ``Exception``; anything else
+    (``KeyboardInterrupt``, ``SystemExit``, a test runner's timeout) stops explore.
     """
     if not callable(async_fn):
         raise TypeError(f"explore() needs an async function, got {type(async_fn).__name__}")
@@ -236,10 +237,10 @@ class _Attempt:
     def __call__(self, policy: SchedulePolicy) -> BaseException | None:
         try:
             run(self.async_fn, *self.args, clock=self.clock(), schedule=policy)
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException as error:
+        except Exception as error:
             return error
+        # (Anything else stops explore: KeyboardInterrupt, SystemExit, and a test
+        # runner's own, e.g. pytest-timeout's failure raised from its alarm.)
         return None
 
     def shrink(self, log: ScheduleLog, signature: tuple[str, ...]) -> ScheduleLog:
