@@ -181,6 +181,8 @@ class DaskBackend(Backend):
         self._arrived: list[tuple[concurrent.futures.Future[Any], Any]] = []
         self._fetching = False
         self._arrival_lock = threading.Lock()
+        # The gathers running on the client's loop (asyncio keeps only weak references).
+        self._gathers: set[asyncio.Task[None]] = set()
 
     @property
     def max_workers(self) -> int:
@@ -315,13 +317,28 @@ class DaskBackend(Backend):
                 if not (batch := self._take_arrived(stop=False)):
                     break
                 if waiting := [(f, r) for f, r in batch if not f.done()]:
-                    await self._fetch_batch(waiting)
+                    # Each batch is gathered on its own: a gather can wait long (for a
+                    # result lost with its worker to be computed again, or for good if
+                    # the call is cancelled meanwhile), and must not hold back the
+                    # results that arrive after it (seen in CI: a call made after a
+                    # worker died was never delivered).
+                    gathering = asyncio.ensure_future(self._fetch_batch(waiting))
+                    self._gathers.add(gathering)
+                    gathering.add_done_callback(self._gathers.discard)
+                batch = []
         except BaseException as exc:  # the client's loop is stopping
             for future, _ in batch + self._take_arrived(stop=True):
                 _fail(future, exc)
             raise
 
     async def _fetch_batch(self, batch: list[tuple[concurrent.futures.Future[Any], Any]]) -> None:
+        try:
+            await self._gather_batch(batch)
+        except BaseException as exc:  # the client's loop is stopping: nothing to raise to
+            for future, _ in batch:
+                _fail(future, exc)
+
+    async def _gather_batch(self, batch: list[tuple[concurrent.futures.Future[Any], Any]]) -> None:
         gather = self.client.gather
         try:
             values = await gather([remote for _, remote in batch], asynchronous=True)
