@@ -524,6 +524,14 @@ def _modules() -> list[str]:
 
 
 def main() -> int:
+    import signal
+
+    # A shell without job control starts a background command with SIGINT ignored, and
+    # the workers would inherit that: CPython's tests of Ctrl-C (test_runners) need it
+    # delivered, or they wait forever. (A handler is not inherited: children start with
+    # the default one.)
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = argparse.ArgumentParser(description=__doc__.partition("\n\n")[0])
     parser.add_argument(
         "modules",
