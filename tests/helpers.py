@@ -27,11 +27,11 @@ def isolated(test_file: str, case: str, timeout: float = 60) -> None:
     import sys
     from pathlib import Path
 
-    src = str(Path(plait.__file__).resolve().parent.parent)
     here = str(Path(test_file).resolve().parent)
     module = Path(test_file).stem
     code = f"import {module}; {module}.{case}()"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([src, here]))
+    env = child_env()
+    env["PYTHONPATH"] += os.pathsep + here
     done = subprocess.run(
         [sys.executable, "-W", "error", "-c", code],
         capture_output=True,

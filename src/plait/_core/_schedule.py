@@ -101,6 +101,7 @@ class SchedulePolicy:
     :meth:`choose`. One policy serves one run at a time; each run starts it afresh, so
     passing the same policy to another ``plait.run`` repeats its decisions."""
 
+    seed: int | None = None  # (Seeded's)
     log: ScheduleLog
     trace: list[str]
     batch_starts: list[int]  # where each batch begins in trace
@@ -114,7 +115,7 @@ class SchedulePolicy:
         return None
 
     def _reset(self) -> None:
-        self.log = ScheduleLog(seed=getattr(self, "seed", None))
+        self.log = ScheduleLog(seed=self.seed)
         self.trace = []
         self.batch_starts: list[int] = []
         self._batches = 0

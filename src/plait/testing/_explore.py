@@ -244,12 +244,13 @@ class _Attempt:
         return None
 
     def shrink(self, log: ScheduleLog, signature: tuple[str, ...]) -> ScheduleLog:
-        budget = [SHRINK_BUDGET]
+        budget = SHRINK_BUDGET
 
         def fails(decisions: dict[int, tuple[int, ...]]) -> bool:
-            if budget[0] <= 0:
+            nonlocal budget
+            if budget <= 0:
                 return False
-            budget[0] -= 1
+            budget -= 1
             error = self(Replay(ScheduleLog(decisions)))
             return error is not None and _signature(error) == signature
 
